@@ -1,0 +1,28 @@
+# Everything installs itself: `make train MODEL=aae` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MODEL  ?= aae
+ARGS   ?=
+STAMP  := $(VENV)/.installed
+
+.PHONY: install train test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	@case "$(MODEL)" in aae|bigan) ;; \
+	  *) echo "error: unknown MODEL='$(MODEL)'; choose MODEL=aae or MODEL=bigan" >&2; exit 2;; esac
+	$(PY) -m experiments.$(MODEL) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

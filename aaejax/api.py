@@ -1,0 +1,76 @@
+"""`aaejax.load(workdir)`: a trained model behind encode / decode / sample.
+
+Images in and out are float32 in [0, 1] shaped [N, 28, 28, 1]; each model converts to its own
+scale inside. Evaluation uses the checkpointed state, whose BatchNorm population statistics
+(BiGAN) were recomputed over training batches before it was saved, so results do not depend on
+the batch a call is made with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aaejax.checkpoint import CheckpointError, Checkpointer, abstract_like
+
+
+class LoadedModel:
+    def __init__(self, model, state, config, step: int):
+        self.model, self.state, self.config, self.step = model, state, config, step
+        self._encode = jax.jit(model.encode)
+        self._decode = jax.jit(model.decode)
+        self._sample = jax.jit(model.sample, static_argnums=2)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    def encode(self, x) -> jax.Array:
+        """[N, 28, 28, 1] float in [0, 1] -> [N, latent_dim] (posterior mean for the AAE)."""
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
+            raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
+        return self._encode(self.state, x)
+
+    def decode(self, z) -> jax.Array:
+        """[N, latent_dim] -> [N, 28, 28, 1] float32 in [0, 1]."""
+        z = jnp.asarray(z, jnp.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"decode expects [N, {self.latent_dim}] codes, got shape {z.shape}")
+        return self._decode(self.state, z)
+
+    def sample(self, n: int, seed: int = 0) -> jax.Array:
+        """n images from the prior, [n, 28, 28, 1] in [0, 1]."""
+        return self._sample(self.state, jax.random.PRNGKey(seed), int(n))
+
+    def reconstruct(self, x) -> jax.Array:
+        return self.decode(self.encode(x))
+
+
+def load(workdir: str | Path) -> LoadedModel:
+    """Loads the newest readable checkpoint of the run in `workdir`."""
+    from aaejax.trainer import build_model
+
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise CheckpointError(f"{workdir} holds no run (no config.json)")
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    for k, v in list(config.items()):  # JSON turned tuples into lists
+        if isinstance(v, list):
+            config[k] = tuple(v)
+    model = build_model(config)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+    try:
+        target = abstract_like(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+        state, step = ckpt.restore(target)
+    finally:
+        ckpt.close()
+    if state is None:
+        raise CheckpointError(f"{workdir} holds no checkpoint")
+    return LoadedModel(model, state, config, step)

@@ -1,0 +1,261 @@
+"""MNIST / Fashion-MNIST through TFDS, with an offline route from the original IDX files.
+
+Route, first that works wins (see README, "Data"):
+
+1. A prepared TFDS data dir (`data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`),
+   read with `tfds.data_source` (array_record): no TensorFlow needed at run time.
+2. TFDS download-and-prepare, only when the network answers *and* TensorFlow is importable
+   (preparation needs it; `pip install -e .[prepare]`). The network is probed with a 3 s socket
+   connect first, because TFDS itself retries for minutes when offline.
+3. The four original IDX `.gz` files from `$AAEJAX_IDX_DIR/<name>/` (or, when that variable is
+   unset, a sibling `../shared/datasets/<name>/`). These are the very files TFDS's own `mnist`
+   builder parses; their `.gz` wrappers differ from TFDS's registered checksums, so we parse
+   them directly and verify the SHA-256 of the *uncompressed* bytes instead.
+4. Otherwise a `DataError` naming `AAEJAX_IDX_DIR`, within seconds.
+
+Whatever the route: uint8 images `[60000, 28, 28, 1]` / `[10000, 28, 28, 1]`, int32 labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IDX_ENV = "AAEJAX_IDX_DIR"
+DATASETS = ("mnist", "fashion_mnist")
+SPLIT_SIZES = {"train": 60000, "test": 10000}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# SHA-256 of the uncompressed original files (the .gz wrappers may be recompressed).
+_SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # labels, images (ubyte)
+
+
+class DataError(RuntimeError):
+    """Data missing, unreadable or not what it should be."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Host-side arrays. images: uint8 [N, 28, 28, 1]; labels: int32 [N]."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str  # which route produced it, for the log and the run's config
+
+
+def _check(images: np.ndarray, labels: np.ndarray, n: int | None, what: str) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+        raise DataError(f"{what}: images must be uint8 [N, 28, 28, 1], got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise DataError(f"{what}: {labels.shape[0]} labels for {images.shape[0]} images")
+    if n is not None and images.shape[0] != n:
+        raise DataError(f"{what}: expected {n} examples, found {images.shape[0]}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{what}: labels outside 0..9")
+
+
+# ----------------------------------------------------------------------------- IDX route
+
+
+def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.ndarray:
+    """Parses one IDX file (plain or .gz) with full validation; returns a uint8 array."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read ({e}); the file is missing or corrupt") from e
+    if len(raw) < 8:
+        raise DataError(f"{path}: truncated ({len(raw)} bytes)")
+    zero, dtype_code, ndim = raw[0:2], raw[2], raw[3]
+    magic = struct.unpack(">I", raw[:4])[0]
+    if zero != b"\0\0" or dtype_code != 0x08 or _IDX_MAGIC.get(ndim) != magic:
+        raise DataError(f"{path}: wrong magic number 0x{magic:08x}; not an IDX ubyte file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise DataError(
+            f"{path}: truncated or padded: header says {dims} ({size} bytes), file holds {len(raw) - header}"
+        )
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != expected_sha256:
+            raise DataError(f"{path}: SHA-256 of the uncompressed bytes is {digest[:12]}…, expected "
+                            f"{expected_sha256[:12]}…; the file is not the original")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (folder / name).exists():
+            return folder / name
+    raise DataError(f"{folder}: {stem}.gz is missing")
+
+
+def load_idx(name: str, folder: str | os.PathLike, verify: bool = True) -> Dataset:
+    """Reads the four original IDX files of `name` from `folder`."""
+    folder = Path(folder)
+    arrays = {}
+    for split, (img_stem, lbl_stem) in _FILES.items():
+        sums = _SHA256.get(name, {}) if verify else {}
+        images = read_idx(_idx_file(folder, img_stem), sums.get(img_stem))
+        labels = read_idx(_idx_file(folder, lbl_stem), sums.get(lbl_stem))
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{folder}/{img_stem}: expected 28x28 images, got {images.shape[1:]}")
+        images, labels = images[..., None], labels.astype(np.int32)
+        _check(images, labels, SPLIT_SIZES[split], f"{folder} ({split})")
+        arrays[split] = (images, labels)
+    return Dataset(name, *arrays["train"], *arrays["test"], source=f"idx:{folder}")
+
+
+def idx_candidates(name: str) -> list[Path]:
+    """Folders that may hold `name`'s IDX files: $AAEJAX_IDX_DIR alone when set, else siblings."""
+    env = os.environ.get(IDX_ENV)
+    if env:
+        return [Path(env) / name]
+    repo = Path(__file__).resolve().parents[1]
+    roots = [repo.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
+    out = []
+    for r in roots:
+        if (r / name) not in out:
+            out.append(r / name)
+    return out
+
+
+# ----------------------------------------------------------------------------- TFDS routes
+
+
+def _tfds_data_dir(data_dir: str | None) -> str:
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _read_tfds(name: str, data_dir: str | None) -> Dataset:
+    """Reads a prepared (or mocked) TFDS dataset through `tfds.data_source`: no TensorFlow.
+
+    Raises whatever TFDS raises when the dataset is not prepared as array_record (download=False:
+    never a silent download attempt here).
+    """
+    import tensorflow_datasets as tfds
+
+    arrays = {}
+    for split in ("train", "test"):
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        n = len(source)
+        images = np.empty((n, 28, 28, 1), np.uint8)
+        labels = np.empty((n,), np.int32)
+        for i in range(n):
+            ex = source[i]
+            images[i] = ex["image"]
+            labels[i] = ex["label"]
+        _check(images, labels, None, f"tfds:{name}/{split}")
+        arrays[split] = (images, labels)
+    return Dataset(name, *arrays["train"], *arrays["test"], source=f"tfds:{data_dir}")
+
+
+def network_available(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+    """A 3 s probe, because TFDS itself retries for minutes when offline."""
+    if os.environ.get("AAEJAX_OFFLINE"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def prepare_tfds(name: str, data_dir: str | None = None) -> None:
+    """Downloads and prepares `name` as array_record (needs network and TensorFlow)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=_tfds_data_dir(data_dir), file_format="array_record")
+    builder.download_and_prepare()
+
+
+def _tf_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
+    """Loads `name` ('mnist' or 'fashion_mnist') by the route in the module docstring."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    tfds_dir = _tfds_data_dir(data_dir)
+    tried = []
+    try:
+        return _read_tfds(name, tfds_dir)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not prepared (or unreadable): try the next route
+        tried.append(f"no prepared TFDS array_record dataset in {tfds_dir} ({type(e).__name__})")
+
+    if _tf_importable() and network_available():
+        try:
+            prepare_tfds(name, tfds_dir)
+            return _read_tfds(name, tfds_dir)
+        except Exception as e:  # noqa: BLE001 - fall through to the offline files
+            tried.append(f"TFDS download failed: {e}")
+    else:
+        tried.append("TFDS download skipped (needs network and TensorFlow)")
+
+    for folder in idx_candidates(name):
+        if folder.is_dir():
+            return load_idx(name, folder)  # broken files raise DataError: no silent fallback
+        tried.append(f"no IDX files in {folder}")
+    raise DataError(
+        f"cannot find the {name} data. Set {IDX_ENV} to a folder holding {name}/ with the four "
+        f"original IDX .gz files (train-images-idx3-ubyte.gz, ...), or prepare a TFDS data dir. "
+        f"Tried: " + "; ".join(tried)
+    )
+
+
+# ----------------------------------------------------------------------------- on-device batching
+
+
+def epoch_permutation(key, epoch, n: int):
+    """The example order of `epoch`: derived from (key, epoch) alone, so a resumed run matches."""
+    import jax
+
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+
+
+def batch_at(images, labels, perm, index, batch_size: int):
+    """Batch `index` of an epoch, gathered on the device. images [N,...] -> [batch_size, ...]."""
+    import jax
+
+    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+    return images[idx], labels[idx]

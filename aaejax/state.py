@@ -1,0 +1,88 @@
+"""Explicit training state: one `NetState` per network, each with its own optimizer state.
+
+The optimizers themselves (optax transformations, with their schedules) are static and live on
+the model object; the state holds only arrays, so it jits, donates and checkpoints as a pytree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class NetState:
+    """One network: its params, its optax state and (if it has BatchNorm) its statistics."""
+
+    params: Any
+    opt_state: Any
+    batch_stats: Any
+
+    @classmethod
+    def create(cls, variables, tx: optax.GradientTransformation) -> "NetState":
+        params = variables["params"]
+        return cls(params=params, opt_state=tx.init(params), batch_stats=variables.get("batch_stats", {}))
+
+    @property
+    def variables(self) -> dict:
+        if self.batch_stats:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params}
+
+    def apply_gradients(self, tx: optax.GradientTransformation, grads) -> "NetState":
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state)
+
+
+@struct.dataclass
+class TrainState:
+    """step: int32 []; rng: uint32 [2] (per-step keys are fold_in(rng, step)); nets: name -> NetState."""
+
+    step: jax.Array
+    rng: jax.Array
+    nets: dict
+
+    @classmethod
+    def create(cls, rng: jax.Array, nets: dict) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), rng=rng, nets=nets)
+
+    def step_key(self) -> jax.Array:
+        return jax.random.fold_in(self.rng, self.step)
+
+
+SCHEDULES = ("constant", "exponential", "hold_then_exponential")
+
+
+def make_schedule(config) -> optax.Schedule:
+    """Learning-rate schedule from the config.
+
+    constant: lr. exponential: lr decays smoothly to lr * lr_final_fraction at num_steps.
+    hold_then_exponential: lr until lr_decay_start * num_steps, then exponential decay to
+    lr * lr_final_fraction at num_steps (the official BiGAN code's schedule).
+    """
+    lr, total = float(config.lr), max(int(config.num_steps), 1)
+    name = config.lr_schedule
+    if name == "constant":
+        return optax.constant_schedule(lr)
+    if name == "exponential":
+        return optax.exponential_decay(lr, transition_steps=total, decay_rate=config.lr_final_fraction)
+    if name == "hold_then_exponential":
+        begin = int(round(config.lr_decay_start * total))
+        return optax.exponential_decay(lr, transition_steps=max(total - begin, 1),
+                                       decay_rate=config.lr_final_fraction, transition_begin=begin)
+    raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam(lr schedule, b1, b2); an L2 term weight_decay * w is added to the gradient *before*
+    Adam when config.weight_decay > 0 (as the official BiGAN code does), not decoupled AdamW."""
+    schedule = make_schedule(config)
+    parts = []
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2), optax.scale_by_learning_rate(schedule)]
+    return optax.chain(*parts), schedule

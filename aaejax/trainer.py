@@ -1,0 +1,246 @@
+"""The one training loop both models share.
+
+A model supplies `init(rng)`, a pure `train_step(state, batch) -> (state, metrics)`,
+`prepare_eval`, `encode`, `decode`, `sample` and `reconstruct`; the trainer owns the rest.
+
+Design for speed: the dataset is put on the device once as uint8. `log_every` steps form one
+*chunk*, compiled as a single `lax.scan` over the train step with the state donated. Inside the
+scan each step gathers its batch on the device from the epoch's permutation, which is derived
+from (data seed, epoch) alone -- so the data order survives a resume mid-epoch -- and recomputed
+only when a new epoch starts. Logging, sample grids and checkpoints happen between chunks, where
+the only host transfer is the chunk's stacked metrics ([K] scalars each).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aaejax import data as data_lib
+from aaejax import writers
+from aaejax.checkpoint import Checkpointer, abstract_like
+
+log = logging.getLogger(__name__)
+
+MODELS = {"aae": "aaejax.aae:AAE", "bigan": "aaejax.bigan:BiGAN"}
+# Fields that may change when a run is resumed (they don't change what is learned).
+RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class NonFiniteError(FloatingPointError):
+    pass
+
+
+def model_class(name: str):
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_model(config):
+    validate_config(config)
+    return model_class(config.model)(config)
+
+
+def validate_config(config) -> None:
+    """Fails before any work on settings that make no sense (one clear line each)."""
+    cls = model_class(config.model)
+    if config.dataset not in data_lib.DATASETS:
+        raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(data_lib.DATASETS)}")
+    if not 1 <= config.batch_size <= data_lib.SPLIT_SIZES["train"]:
+        raise ConfigError(f"batch_size must be in 1..{data_lib.SPLIT_SIZES['train']}, got {config.batch_size}")
+    if config.num_steps < 0:
+        raise ConfigError(f"num_steps must be >= 0, got {config.num_steps}")
+    for field in ("log_every", "sample_every", "checkpoint_every", "max_to_keep"):
+        if config[field] < 1:
+            raise ConfigError(f"{field} must be >= 1, got {config[field]}")
+    if config.lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {config.lr}")
+    try:
+        importlib.import_module(cls.__module__).validate(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def make_train_chunk(model, batch_size: int, num_examples: int, data_seed: int):
+    """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K])`."""
+    steps_per_epoch = num_examples // batch_size
+    data_key = jax.random.PRNGKey(data_seed)
+
+    def chunk(state, images, labels, length: int):
+        def body(carry, _):
+            state, perm = carry
+            epoch, pos = jnp.divmod(state.step, steps_per_epoch)
+            perm = jax.lax.cond(pos == 0, lambda: data_lib.epoch_permutation(data_key, epoch, num_examples),
+                                lambda: perm)
+            x, y = data_lib.batch_at(images, labels, perm, pos, batch_size)
+            state, metrics = model.train_step(state, {"image": x, "label": y})
+            return (state, perm), metrics
+
+        perm = data_lib.epoch_permutation(data_key, state.step // steps_per_epoch, num_examples)
+        (state, _), metrics = jax.lax.scan(body, (state, perm), length=length)
+        return state, metrics
+
+    return jax.jit(chunk, static_argnames="length", donate_argnums=0)
+
+
+def config_dict(config) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def check_workdir_config(workdir: Path, config) -> None:
+    """Refuses a work dir that holds a run of another model or config."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    new = config_dict(config)
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+        raise ConfigError(f"{workdir} holds a run with a different config ({detail}); "
+                          f"use a fresh --workdir to start another run")
+
+
+class _Progress:
+    """A one-line progress bar with ETA on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total: int):
+        self.total, self.tty = total, sys.stderr.isatty()
+
+    def update(self, step: int, rate: float, scalars: dict) -> None:
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("lr"))
+        line = f"step {step}/{self.total} [{100 * step / max(self.total, 1):3.0f}%] {rate:.1f} steps/s ETA {eta_s} {shown}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:200] + "\x1b[K")
+            sys.stderr.flush()
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
+    """Trains `config.model` to `config.num_steps`, resuming from `workdir` when it has a run.
+
+    Returns the final TrainState (on the device).
+    """
+    model = build_model(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir_config(workdir, config)
+    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)
+    (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
+
+    images = jax.device_put(dataset.train_images)  # uint8 on the device, once
+    labels = jax.device_put(dataset.train_labels)
+    fixed_inputs = jnp.asarray(dataset.test_images[:64], jnp.float32) / 255.0
+    root = jax.random.PRNGKey(config.seed)
+    init_key, data_seed_key, sample_key, eval_key = jax.random.split(root, 4)
+    data_seed = int(jax.random.randint(data_seed_key, (), 0, 2**31 - 1))
+
+    state = model.init(init_key)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+
+    def check_meta(meta):
+        if meta.get("model") != config.model:
+            raise ConfigError(f"checkpoint in {workdir} is a {meta.get('model')!r} model, not {config.model!r}")
+
+    restored, start = ckpt.restore(abstract_like(state), check_meta)
+    if restored is not None:
+        state = restored
+        log.info("resumed from step %d in %s", start, workdir)
+    step = int(state.step)
+
+    chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed)
+    prepare = jax.jit(model.prepare_eval)
+    recon_fn = jax.jit(model.reconstruct)
+    sample_fn = jax.jit(model.sample, static_argnums=2)
+    metrics_out = writers.MetricWriter(workdir)
+    progress = _Progress(config.num_steps)
+
+    def meta():
+        return {"model": config.model, "step": step, "config": config_dict(config)}
+
+    def save_eval_state(s):
+        # BatchNorm population statistics (BiGAN) are recomputed before every save and grid; the
+        # training steps use batch statistics, so this does not change what is learned.
+        return prepare(s, images, jax.random.fold_in(eval_key, step))
+
+    def write_samples(s):
+        recon = np.asarray(recon_fn(s, fixed_inputs))
+        grid = writers.image_grid(writers.side_by_side(np.asarray(fixed_inputs), recon), ncols=8)
+        writers.save_png(workdir / "samples" / f"recon_{step:07d}.png", grid)
+        metrics_out.image("reconstructions", step, grid)
+        samples = np.asarray(sample_fn(s, sample_key, 64))
+        grid = writers.image_grid(samples, ncols=8)
+        writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
+        metrics_out.image("samples", step, grid)
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    t_start, compile_s = time.perf_counter(), None
+    try:
+        while step < config.num_steps:
+            length = min(config.log_every, config.num_steps - step)
+            t0 = time.perf_counter()
+            new_state, metrics = chunk_fn(state, images, labels, length=length)
+            metrics = jax.device_get(metrics)  # the chunk's only host transfer
+            dt = time.perf_counter() - t0
+            if compile_s is None:
+                compile_s = dt
+            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+            if bad:
+                first = int(np.argmax(~np.isfinite(metrics[bad[0]])))
+                raise NonFiniteError(f"non-finite {', '.join(bad)} at step {step + first + 1}; "
+                                     f"nothing was saved after step {step} (last checkpoint kept)")
+            prev_step, state, step = step, new_state, step + length
+            scalars["steps_per_sec"] = length / dt
+            metrics_out.write(step, scalars)
+            progress.update(step, length / dt, scalars)
+            if step // config.sample_every > prev_step // config.sample_every or step == config.num_steps:
+                state = save_eval_state(state)
+                write_samples(state)
+            if step // config.checkpoint_every > prev_step // config.checkpoint_every or step == config.num_steps:
+                state = save_eval_state(state)
+                ckpt.save(step, state, meta())
+    except KeyboardInterrupt:
+        progress.close()
+        if not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree_util.tree_leaves(state)):
+            if step not in ckpt.steps():
+                log.warning("interrupted: saving a checkpoint at step %d", step)
+                ckpt.save(step, save_eval_state(state), meta())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ckpt.close()
+        metrics_out.close()
+    progress.close()
+    total = time.perf_counter() - t_start
+    if step and config.num_steps:
+        log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step, total, compile_s or 0)
+    return state

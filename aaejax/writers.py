@@ -1,0 +1,70 @@
+"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard events, PNG grids."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """[N, H, W, 1] floats in [0, 1] -> uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad] grid."""
+    images = np.asarray(images, np.float32)
+    n, h, w = images.shape[:3]
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[i, ..., 0]
+    return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(path: str | Path, grid: np.ndarray, scale: int = 2) -> None:
+    img = Image.fromarray(grid, mode="L")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.ndarray:
+    """Rows alternate inputs and their reconstructions: [2N, H, W, 1] for image_grid(ncols)."""
+    rows = []
+    for start in range(0, len(inputs), ncols):
+        rows += [inputs[start:start + ncols], recons[start:start + ncols]]
+    return np.concatenate(rows)
+
+
+class MetricWriter:
+    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: str | Path):
+        from tensorboardX import SummaryWriter
+
+        self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
+        self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, scalars: dict) -> None:
+        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if k != "step":
+                self._tb.add_scalar(k, v, step)
+
+    def image(self, tag: str, step: int, grid: np.ndarray) -> None:
+        self._tb.add_image(tag, grid[None], step, dataformats="CHW")
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._tb.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
