@@ -6,7 +6,7 @@ MODEL  ?= aae
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test clean check-model
 
 install: $(STAMP)
 
@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-train: $(STAMP)
+check-model:
 	@case "$(MODEL)" in aae|bigan) ;; \
 	  *) echo "error: unknown MODEL='$(MODEL)'; choose MODEL=aae or MODEL=bigan" >&2; exit 2;; esac
+
+# check-model comes first: a bad MODEL fails before anything is installed.
+train: check-model $(STAMP)
 	$(PY) -m experiments.$(MODEL) $(ARGS)
 
 test: $(STAMP)

@@ -253,9 +253,8 @@ def epoch_permutation(key, epoch, n: int):
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-def batch_at(images, labels, perm, index, batch_size: int):
-    """Batch `index` of an epoch, gathered on the device. images [N,...] -> [batch_size, ...]."""
+def batch_indices(perm, index, batch_size: int):
+    """Indices of batch `index` of an epoch: perm [N] -> [batch_size], sliced on the device."""
     import jax
 
-    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-    return images[idx], labels[idx]
+    return jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)

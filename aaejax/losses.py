@@ -17,8 +17,3 @@ def accuracy_logits(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(a - b))
-
-
-def l2(params) -> jax.Array:
-    """0.5 * sum of squared weights (gradient = the weights), for explicit weight decay terms."""
-    return 0.5 * sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))

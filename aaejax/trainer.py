@@ -88,8 +88,8 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed: int):
             epoch, pos = jnp.divmod(state.step, steps_per_epoch)
             perm = jax.lax.cond(pos == 0, lambda: data_lib.epoch_permutation(data_key, epoch, num_examples),
                                 lambda: perm)
-            x, y = data_lib.batch_at(images, labels, perm, pos, batch_size)
-            state, metrics = model.train_step(state, {"image": x, "label": y})
+            idx = data_lib.batch_indices(perm, pos, batch_size)
+            state, metrics = model.train_step(state, {"image": images[idx], "label": labels[idx]})
             return (state, perm), metrics
 
         perm = data_lib.epoch_permutation(data_key, state.step // steps_per_epoch, num_examples)

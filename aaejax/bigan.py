@@ -1,0 +1,191 @@
+"""BiGAN (Donahue et al., "Adversarial Feature Learning") on the shared trainer.
+
+One step: D learns (x, E(x)) = real vs (G(z), z) = fake; then G and E are updated against the
+updated D. G and E run forward once: their vjps carry the G/E gradients (their parameters do not
+change between the two updates, so this equals a second forward pass, at half the cost).
+
+BatchNorm, explicitly:
+- training always uses batch statistics (`train=True`);
+- D's real and fake batches are normalised *separately* by default (`d_bn="separate"`: one
+  batched call, vmapped over a group axis of 2) -- joint statistics would let D tell real from
+  fake by batch composition alone; `d_bn="joint"` concatenates them instead;
+- each net's running averages are kept for inspection, but evaluation uses population
+  statistics recomputed over `bn_eval_batches` training batches (`prepare_eval`, the official
+  code's "deploy" step), which the trainer runs before every checkpoint and sample grid. So a
+  loaded model's outputs do not depend on the batch they are computed with.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from aaejax import data as data_lib
+from aaejax import losses
+from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.priors import make_prior
+from aaejax.state import NetState, TrainState, make_optimizer
+
+NETS = ("generator", "encoder", "discriminator")
+D_BN_MODES = ("separate", "joint")
+GE_LOSSES = ("flipped", "minimax")
+
+
+def to_unit(x: jax.Array) -> jax.Array:
+    """uint8 or [0, 1] images -> float32 [0, 1] (BiGAN's own scale: G ends in a sigmoid)."""
+    if x.dtype == jnp.uint8:
+        return x.astype(jnp.float32) / 255.0
+    return x.astype(jnp.float32)
+
+
+class BiGAN:
+    name = "bigan"
+
+    def __init__(self, config):
+        self.config = config
+        self.latent_dim = int(config.latent_dim)
+        common = dict(hidden_bias=config.hidden_bias, bn_affine=config.bn_affine,
+                      init_std=config.init_std or None)
+        self.generator = BiGANGenerator(tuple(config.g_hidden), **common)
+        self.encoder = BiGANEncoder(self.latent_dim, tuple(config.e_hidden), out_low=config.prior_low,
+                                    out_high=config.prior_high, **common)
+        self.discriminator = JointDiscriminator(tuple(config.d_hidden), **common)
+        self.prior = make_prior(config)
+        opt = {n: make_optimizer(config) for n in NETS}
+        self.txs = {n: tx for n, (tx, _) in opt.items()}
+        self.schedules = {n: s for n, (_, s) in opt.items()}
+
+    # ------------------------------------------------------------------ init / step
+
+    def init(self, rng: jax.Array) -> TrainState:
+        k_g, k_e, k_d, k_state = jax.random.split(rng, 4)
+        x = jnp.zeros((2, 28, 28, 1), jnp.float32)
+        z = jnp.zeros((2, self.latent_dim), jnp.float32)
+        variables = {
+            "generator": self.generator.init(k_g, z, train=False),
+            "encoder": self.encoder.init(k_e, x, train=False),
+            "discriminator": self.discriminator.init(k_d, x, z, train=False),
+        }
+        return TrainState.create(k_state, {n: NetState.create(v, self.txs[n]) for n, v in variables.items()})
+
+    def _d_logits(self, d: NetState, params, x_real, z_real, x_fake, z_fake):
+        """Logits of the real and fake pairs, [B] each, and D's updated batch statistics."""
+        variables = {"params": params, "batch_stats": d.batch_stats}
+        apply = lambda x, z: self.discriminator.apply(variables, x, z, train=True, mutable=["batch_stats"])
+        if self.config.d_bn == "joint":
+            logits, upd = apply(jnp.concatenate([x_real, x_fake]), jnp.concatenate([z_real, z_fake]))
+            real, fake = jnp.split(logits, 2)
+            return real, fake, upd["batch_stats"]
+        # One batched call, statistics per group: vmap over a leading axis of 2.
+        logits, upd = jax.vmap(apply)(jnp.stack([x_real, x_fake]), jnp.stack([z_real, z_fake]))
+        stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), upd["batch_stats"])
+        return logits[0], logits[1], stats
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        """batch['image']: uint8 [B, 28, 28, 1]. Pure; jitted (inside a scan) by the trainer."""
+        cfg = self.config
+        x_real = to_unit(batch["image"])
+        g, e, d = (state.nets[n] for n in NETS)
+        z_fake = self.prior.sample(state.step_key(), (x_real.shape[0], self.latent_dim))
+
+        def g_fwd(p):
+            out, upd = self.generator.apply({"params": p, "batch_stats": g.batch_stats}, z_fake, train=True,
+                                            mutable=["batch_stats"])
+            return out, upd["batch_stats"]
+
+        def e_fwd(p):
+            out, upd = self.encoder.apply({"params": p, "batch_stats": e.batch_stats}, x_real, train=True,
+                                          mutable=["batch_stats"])
+            return out, upd["batch_stats"]
+
+        x_fake, g_vjp, g_stats = jax.vjp(g_fwd, g.params, has_aux=True)
+        z_real, e_vjp, e_stats = jax.vjp(e_fwd, e.params, has_aux=True)
+
+        # (1) Discriminator on (x, E(x)) = real, (G(z), z) = fake.
+        def d_loss_fn(p):
+            real, fake, stats = self._d_logits(d, p, x_real, jax.lax.stop_gradient(z_real),
+                                               jax.lax.stop_gradient(x_fake), z_fake)
+            return losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0), (real, fake, stats)
+
+        (d_loss, (real_logits, fake_logits, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
+        d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(batch_stats=d_stats)
+
+        # (2) G and E against the updated D, through the pairs' inputs and the saved vjps.
+        def ge_loss_fn(x_fake, z_real):
+            real, fake, _ = self._d_logits(d, d.params, x_real, z_real, x_fake, z_fake)
+            if cfg.ge_loss == "flipped":  # non-saturating: swap the labels
+                return losses.bce_logits(real, 0.0) + losses.bce_logits(fake, 1.0)
+            return -(losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0))  # minimax
+
+        ge_loss, (gx, gz) = jax.value_and_grad(ge_loss_fn, argnums=(0, 1))(x_fake, z_real)
+        (g_grads,), (e_grads,) = g_vjp(gx), e_vjp(gz)
+        g = g.apply_gradients(self.txs["generator"], g_grads).replace(batch_stats=g_stats)
+        e = e.apply_gradients(self.txs["encoder"], e_grads).replace(batch_stats=e_stats)
+
+        metrics = {
+            "d_loss": d_loss,
+            "d_accuracy": losses.accuracy_logits(real_logits, fake_logits),
+            "ge_loss": ge_loss,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            "lr_discriminator": self.schedules["discriminator"](state.step),
+            "lr_generator": self.schedules["generator"](state.step),
+            "lr_encoder": self.schedules["encoder"](state.step),
+        }
+        return state.replace(step=state.step + 1, nets={"generator": g, "encoder": e, "discriminator": d}), metrics
+
+    # ------------------------------------------------------------------ evaluation
+
+    def prepare_eval(self, state: TrainState, images: jax.Array, key: jax.Array) -> TrainState:
+        """Recomputes G's and E's BatchNorm population statistics over `bn_eval_batches` batches.
+
+        images: uint8 [N, 28, 28, 1] training images on the device. Per-batch mean and variance are
+        averaged (a BatchNorm with momentum 0 returns the batch's own statistics).
+        """
+        cfg = self.config
+        n_batches, bs = int(cfg.bn_eval_batches), int(cfg.batch_size)
+        k_perm, k_z = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, images.shape[0])
+        g, e = state.nets["generator"], state.nets["encoder"]
+        g0 = self.generator.clone(bn_momentum=0.0)
+        e0 = self.encoder.clone(bn_momentum=0.0)
+
+        def batch_stats(i):
+            x = images[data_lib.batch_indices(perm, i % (images.shape[0] // bs), bs)]
+            z = self.prior.sample(jax.random.fold_in(k_z, i), (bs, self.latent_dim))
+            _, eu = e0.apply(e.variables, to_unit(x), train=True, mutable=["batch_stats"])
+            _, gu = g0.apply(g.variables, z, train=True, mutable=["batch_stats"])
+            return gu["batch_stats"], eu["batch_stats"]
+
+        g_stats, e_stats = jax.lax.map(batch_stats, jnp.arange(n_batches))
+        mean = lambda t: jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), t)
+        nets = dict(state.nets, generator=g.replace(batch_stats=mean(g_stats)),
+                    encoder=e.replace(batch_stats=mean(e_stats)))
+        return state.replace(nets=nets)
+
+    def encode(self, state: TrainState, x01: jax.Array) -> jax.Array:
+        """[N, 28, 28, 1] in [0, 1] -> E(x) [N, latent_dim], population BatchNorm statistics."""
+        return self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False)
+
+    def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
+        """[N, latent_dim] -> G(z) [N, 28, 28, 1] in [0, 1]."""
+        return self.generator.apply(state.nets["generator"].variables, z, train=False)
+
+    def sample(self, state: TrainState, key: jax.Array, n: int) -> jax.Array:
+        return self.decode(state, self.prior.sample(key, (n, self.latent_dim)))
+
+    def reconstruct(self, state: TrainState, x01: jax.Array) -> jax.Array:
+        return self.decode(state, self.encode(state, x01))
+
+
+def validate(config) -> None:
+    if config.latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
+    if config.d_bn not in D_BN_MODES:
+        raise ValueError(f"unknown d_bn {config.d_bn!r}; choose one of {', '.join(D_BN_MODES)}")
+    if config.ge_loss not in GE_LOSSES:
+        raise ValueError(f"unknown ge_loss {config.ge_loss!r}; choose one of {', '.join(GE_LOSSES)}")
+    if config.prior != "uniform" or not config.prior_low < config.prior_high:
+        raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
+    if config.bn_eval_batches < 1:
+        raise ValueError(f"bn_eval_batches must be >= 1, got {config.bn_eval_batches}")

@@ -1,0 +1,102 @@
+"""BiGAN: shapes, one step, BatchNorm handling in eval mode, the paper schedule."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from aaejax.bigan import BiGAN
+from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
+from conftest import tiny_bigan_config
+from experiments import bigan as bigan_exp
+
+
+def test_seed_networks_shapes():
+    key = jax.random.PRNGKey(0)
+    x, z = jnp.zeros((4, 28, 28, 1)), jnp.zeros((4, 50))
+    g, e, d = BiGANGenerator(), BiGANEncoder(50), JointDiscriminator()
+    gv = g.init(key, z, train=False)
+    out = g.apply(gv, z, train=False)
+    chex.assert_shape(out, (4, 28, 28, 1))
+    assert [p["kernel"].shape for k, p in gv["params"].items() if k.startswith("Dense")] == [
+        (50, 1024), (1024, 1024), (1024, 784)]
+    ev = e.init(key, x, train=False)
+    chex.assert_shape(e.apply(ev, x, train=False), (4, 50))
+    dv = d.init(key, x, z, train=False)
+    assert dv["params"]["Dense_0"]["kernel"].shape == (834, 1024)
+    chex.assert_shape(d.apply(dv, x, z, train=False), (4,))
+
+
+@pytest.mark.parametrize("variant,d_bn", [("paper", "separate"), ("seed", "separate"), ("paper", "joint")])
+def test_one_step(bars, variant, d_bn):
+    model = BiGAN(tiny_bigan_config(variant, d_bn=d_bn))
+    state = model.init(jax.random.PRNGKey(0))
+    batch = {"image": jnp.asarray(bars.train_images[:16]), "label": jnp.asarray(bars.train_labels[:16])}
+    new, metrics = jax.jit(model.train_step)(state, batch)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, new)
+    chex.assert_tree_all_finite((new, metrics))
+    for name in ("generator", "encoder", "discriminator"):
+        before, after = jax.tree_util.tree_leaves(state.nets[name].params), jax.tree_util.tree_leaves(new.nets[name].params)
+        assert any(not np.array_equal(a, b) for a, b in zip(before, after)), name
+        assert state.nets[name].batch_stats, f"{name} has BatchNorm statistics"
+
+
+def test_discriminator_update_leaves_generator_and_encoder_untouched(bars):
+    model = BiGAN(tiny_bigan_config())
+    model.txs = dict(model.txs, generator=optax.set_to_zero(), encoder=optax.set_to_zero())
+    state = model.init(jax.random.PRNGKey(0))
+    new, _ = jax.jit(model.train_step)(state, {"image": jnp.asarray(bars.train_images[:16]),
+                                               "label": jnp.asarray(bars.train_labels[:16])})
+    chex.assert_trees_all_equal(state.nets["generator"].params, new.nets["generator"].params)
+    chex.assert_trees_all_equal(state.nets["encoder"].params, new.nets["encoder"].params)
+
+
+def test_eval_mode_is_independent_of_batch_composition(bars):
+    model = BiGAN(tiny_bigan_config())
+    state = model.init(jax.random.PRNGKey(0))
+    state = model.prepare_eval(state, jnp.asarray(bars.train_images), jax.random.PRNGKey(1))
+    x = jnp.asarray(bars.test_images[:32], jnp.float32) / 255.0
+    z_all = model.encode(state, x)
+    z_part = model.encode(state, x[:5])
+    z_other = model.encode(state, jnp.concatenate([x[:5], 1.0 - x[5:]]))
+    chex.assert_trees_all_close(z_all[:5], z_part, atol=1e-5)
+    chex.assert_trees_all_close(z_all[:5], z_other[:5], atol=1e-5)
+    codes = jax.random.uniform(jax.random.PRNGKey(2), (12, 8), minval=-1, maxval=1)
+    chex.assert_trees_all_close(model.decode(state, codes)[:3], model.decode(state, codes[:3]), atol=1e-5)
+
+
+def test_prepare_eval_recomputes_population_statistics(bars):
+    model = BiGAN(tiny_bigan_config())
+    state = model.init(jax.random.PRNGKey(0))
+    images = jnp.asarray(bars.train_images)
+    new = model.prepare_eval(state, images, jax.random.PRNGKey(1))
+    # The encoder's statistics equal those of its first hidden layer's pre-activations over data.
+    stats = new.nets["encoder"].batch_stats["bn1"]
+    chex.assert_tree_all_finite(stats)
+    assert not np.allclose(stats["mean"], state.nets["encoder"].batch_stats["bn1"]["mean"])
+    assert np.all(np.asarray(stats["var"]) > 0)
+
+
+def test_paper_schedule():
+    config = bigan_exp.get_config("paper")
+    model = BiGAN(config)
+    sched = model.schedules["generator"]
+    total = config.num_steps
+    assert total == 400 * 468
+    np.testing.assert_allclose(sched(0), 2e-4, rtol=1e-6)
+    np.testing.assert_allclose(sched(total // 2), 2e-4, rtol=1e-6)  # held for the first 200 epochs
+    np.testing.assert_allclose(sched(3 * total // 4), 2e-5, rtol=1e-3)  # halfway through the decay
+    np.testing.assert_allclose(sched(total), 2e-6, rtol=1e-3)  # 1 % at the end
+
+
+def test_paper_config_choices():
+    c = bigan_exp.get_config("paper")
+    assert (c.prior_low, c.prior_high, c.hidden_bias, c.bn_affine, c.init_std, c.weight_decay) == (
+        -1.0, 1.0, False, False, 0.02, 2.5e-5)
+    model = BiGAN(tiny_bigan_config("paper"))
+    state = model.init(jax.random.PRNGKey(0))
+    assert "bias" not in state.nets["generator"].params["Dense_0"]
+    z = model.encode(state, jnp.ones((2, 28, 28, 1)) * 0.5)
+    assert float(z.min()) >= -1 and float(z.max()) <= 1

@@ -1,0 +1,183 @@
+"""The shared trainer, checkpoints, the command line and the load API, end to end."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import aaejax
+from aaejax import trainer
+from aaejax.aae import AAE
+from aaejax.bigan import BiGAN
+from aaejax.checkpoint import Checkpointer, CheckpointError, abstract_like
+from conftest import tiny_aae_config, tiny_bigan_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_chunk_does_not_retrace(bars):
+    config = tiny_aae_config()
+    model = AAE(config)
+    chunk = trainer.make_train_chunk(model, config.batch_size, bars.train_images.shape[0], data_seed=0)
+    images, labels = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
+    state = model.init(jax.random.PRNGKey(0))
+    for _ in range(3):  # crosses an epoch boundary (512 / 16 = 32 steps an epoch)
+        state, _ = chunk(state, images, labels, length=15)
+    assert chunk._cache_size() == 1
+    assert int(state.step) == 45
+
+
+def test_chunk_equals_single_steps(bars):
+    """The scan gathers the same batches as stepping one by one through the epoch permutation."""
+    config = tiny_aae_config()
+    model = AAE(config)
+    images, labels = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
+    chunk = trainer.make_train_chunk(model, config.batch_size, images.shape[0], data_seed=7)
+    s_a, _ = chunk(model.init(jax.random.PRNGKey(0)), images, labels, length=6)
+    s_b = model.init(jax.random.PRNGKey(0))
+    for _ in range(3):
+        s_b, _ = chunk(s_b, images, labels, length=2)
+    chex.assert_trees_all_close(s_a, s_b, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: AAE(tiny_aae_config()), lambda: BiGAN(tiny_bigan_config())])
+def test_checkpoint_round_trip(tmp_path, make):
+    model = make()
+    state = model.init(jax.random.PRNGKey(0))
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(5, state, {"model": model.name})
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    restored, step = ckpt.restore(abstract_like(model.init(jax.random.PRNGKey(1))))
+    ckpt.close()
+    assert step == 5
+    chex.assert_trees_all_equal(state, restored)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, bars):
+    trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(trainer.ConfigError, match="'aae' model"):
+        trainer.train(tiny_bigan_config(num_steps=10), tmp_path, bars)
+
+
+def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
+    trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    ckpt_dir = tmp_path / "checkpoints"
+    assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [20, 40]
+    for f in (ckpt_dir / "40" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    assert aaejax.load(tmp_path).step == 20
+    for f in (ckpt_dir / "20" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        aaejax.load(tmp_path)
+
+
+def test_resume_continues_to_the_same_parameters(tmp_path, bars):
+    """20 steps + 20 more (resumed from the checkpoint) == 40 steps in one go, bit for bit."""
+    full = trainer.train(tiny_aae_config(num_steps=40), tmp_path / "a", bars)
+    trainer.train(tiny_aae_config(num_steps=20), tmp_path / "b", bars)
+    resumed = trainer.train(tiny_aae_config(num_steps=40), tmp_path / "b", bars)
+    chex.assert_trees_all_equal(full, resumed)
+
+
+def test_workdir_with_another_config_is_refused(tmp_path, bars):
+    trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
+    with pytest.raises(trainer.ConfigError, match="latent_dim"):
+        trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("batch_size", 0, "batch_size"), ("num_steps", -1, "num_steps"), ("dataset", "cifar", "dataset"),
+    ("model", "vae", "unknown model"), ("adv_weight", -1.0, "weights"), ("prior", "cauchy", "prior"),
+])
+def test_bad_config_is_refused_before_any_work(tmp_path, field, value, match):
+    config = tiny_aae_config()
+    config[field] = value
+    with pytest.raises(Exception, match=match):
+        trainer.train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars):
+    trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
+    with pytest.raises(trainer.NonFiniteError, match="step"):
+        trainer.train(tiny_aae_config(num_steps=40, lr=1e30), tmp_path / "nan", bars)
+    assert not (tmp_path / "nan" / "checkpoints" / "40").exists()
+
+
+def _run_cli(module, args, tmp_path, num_examples=96):
+    """Runs `python -m <module> <args>` for real, with TFDS's mock data in place of MNIST."""
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = [{module!r}] + {args!r}
+        with tfds.testing.mock_data(num_examples={num_examples}):
+            runpy.run_module({module!r}, run_name="__main__")
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", AAEJAX_JAX_CACHE=str(tmp_path / "jaxcache"))
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+TINY_FLAGS = {
+    "aae": ["--config.hidden=(32,32)", "--config.disc_hidden=(16,16)", "--config.latent_dim=3"],
+    "bigan": ["--config.g_hidden=(32,32)", "--config.e_hidden=(32,32)", "--config.d_hidden=(32,32)",
+              "--config.latent_dim=4", "--config.bn_eval_batches=2", "--config.batch_size=16"],
+}
+
+
+@pytest.mark.parametrize("name", ["aae", "bigan"])
+def test_cli_end_to_end_on_mock_data(tmp_path, name):
+    workdir = tmp_path / "run"
+    args = [f"--workdir={workdir}", "--steps=12", "--seed=3", "--config.log_every=4",
+            "--config.sample_every=8", "--config.checkpoint_every=8"] + TINY_FLAGS[name]
+    proc = _run_cli(f"experiments.{name}", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["num_steps"] == 12 and config["seed"] == 3 and config["model"] == name
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert all(np.isfinite(v) for r in records for v in r.values())
+    assert sorted(p.name for p in (workdir / "samples").glob("*.png")) == [
+        "recon_0000008.png", "recon_0000012.png", "samples_0000008.png", "samples_0000012.png"]
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [8, 12]
+
+    model = aaejax.load(workdir)
+    x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    z = model.encode(x)
+    chex.assert_shape(z, (5, model.latent_dim))
+    chex.assert_trees_all_close(model.encode(x), z)  # deterministic
+    for images in (model.decode(z), model.sample(7, seed=1)):
+        chex.assert_type(images, jnp.float32)
+        assert images.shape[1:] == (28, 28, 1)
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    chex.assert_trees_all_close(model.sample(7, seed=1), model.sample(7, seed=1))
+
+
+def test_cli_bad_flag_is_a_clear_error(tmp_path):
+    proc = _run_cli("experiments.aae", [f"--workdir={tmp_path}", "--config.no_such_field=1"], tmp_path)
+    assert proc.returncode != 0
+    assert "no_such_field" in proc.stderr
+    proc = _run_cli("experiments.aae", [f"--workdir={tmp_path}", "--config.batch_size=0"], tmp_path)
+    assert proc.returncode != 0
+    assert "batch_size must be" in proc.stderr
+
+
+def test_make_train_rejects_unknown_model():
+    proc = subprocess.run(["make", "-s", "train", "MODEL=vae"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, VENV=str(REPO / "no-such-venv")), timeout=60)
+    assert proc.returncode != 0
+    assert "unknown MODEL='vae'" in proc.stderr
