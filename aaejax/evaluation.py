@@ -1,0 +1,106 @@
+"""Metrics that tell whether a model learned. All batched JAX on the device, no Python loops
+over examples.
+
+- recon_mse: test-set reconstruction error in [0, 1] pixel space.
+- classifier-based sample quality (a LeNet trained by the project, aaejax/classifier.py):
+  `classifier_score` (the Inception-score analogue), the fraction of samples per predicted class,
+  the mean top probability, and `fd_lenet` (Fréchet distance in its penultimate layer).
+- knn1_acc: 1-nearest-neighbour accuracy of features, train -> test (Euclidean).
+- linear_probe_acc: multinomial logistic regression on features, train -> test.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def batched(fn, x, batch: int = 1000):
+    """Applies fn to x in batches along axis 0 and concatenates (bounded memory)."""
+    outs = [fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)]
+    return jnp.concatenate(outs)
+
+
+def recon_mse(reconstruct, images01) -> float:
+    r = batched(reconstruct, images01)
+    return float(jnp.mean(jnp.square(r - images01)))
+
+
+def classifier_score(probs: jax.Array, eps: float = 1e-12) -> float:
+    """exp(E_x KL(p(y|x) || p(y))): 1 for constant predictions, up to 10 for confident, balanced."""
+    marginal = jnp.mean(probs, axis=0)
+    kl = jnp.sum(probs * (jnp.log(probs + eps) - jnp.log(marginal + eps)), axis=1)
+    return float(jnp.exp(jnp.mean(kl)))
+
+
+def class_fractions(probs: jax.Array, num_classes: int = 10) -> list[float]:
+    return [float(f) for f in jnp.bincount(jnp.argmax(probs, axis=1), length=num_classes) / probs.shape[0]]
+
+
+def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(f1, f2) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [N, D].
+
+    The D x D algebra runs in float64 on the host; tr(sqrt(s1 s2)) is computed as
+    tr(sqrt(sqrt(s1) s2 sqrt(s1))), a symmetric PSD matrix, so `eigh` is stable.
+    """
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    r1 = _sqrtm_psd(s1)
+    covmean_tr = np.trace(_sqrtm_psd(r1 @ s2 @ r1))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * covmean_tr)
+
+
+@jax.jit
+def _nearest(query: jax.Array, ref: jax.Array) -> jax.Array:
+    """Index of the nearest row of ref [M, D] for each row of query [B, D] (squared Euclidean)."""
+    d = jnp.sum(query**2, 1)[:, None] - 2 * query @ ref.T + jnp.sum(ref**2, 1)[None, :]
+    return jnp.argmin(d, axis=1)
+
+
+def knn1_accuracy(train_x, train_y, test_x, test_y, batch: int = 500) -> float:
+    train_x = jnp.asarray(train_x, jnp.float32).reshape(len(train_x), -1)
+    test_x = jnp.asarray(test_x, jnp.float32).reshape(len(test_x), -1)
+    idx = batched(lambda q: _nearest(q, train_x), test_x, batch)
+    return float(jnp.mean(jnp.asarray(train_y)[idx] == jnp.asarray(test_y)))
+
+
+def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, steps: int = 500, l2: float = 1e-4,
+                          num_classes: int = 10) -> float:
+    """Multinomial logistic regression (full-batch L-BFGS on standardised features)."""
+    train_x = jnp.asarray(train_x, jnp.float32).reshape(len(train_x), -1)
+    test_x = jnp.asarray(test_x, jnp.float32).reshape(len(test_x), -1)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    train_y = jnp.asarray(train_y)
+    params = {"w": jnp.zeros((train_x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
+
+    def loss(p):
+        logits = train_x @ p["w"] + p["b"]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, train_y).mean()
+        return ce + l2 * jnp.sum(p["w"] ** 2)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    @jax.jit
+    def run(params):
+        def step(carry, _):
+            params, state = carry
+            value, grad = value_and_grad(params, state=state)
+            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+            return (optax.apply_updates(params, updates), state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), length=steps)
+        return params
+
+    params = run(params)
+    pred = jnp.argmax(test_x @ params["w"] + params["b"], axis=1)
+    return float(jnp.mean(pred == jnp.asarray(test_y)))

@@ -1,0 +1,51 @@
+"""Each metric on small synthetic cases with known answers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aaejax import evaluation as ev
+
+
+def test_frechet_distance_identical_sets_is_zero_and_shift_is_squared_norm():
+    f = np.random.default_rng(0).normal(size=(2000, 6))
+    assert abs(ev.frechet_distance(f, f)) < 1e-6
+    shift = np.array([3.0, 0, 0, 0, 0, 0])
+    assert ev.frechet_distance(f, f + shift) == pytest.approx(9.0, rel=1e-6)
+
+
+def test_frechet_distance_of_gaussians_closed_form():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(200000, 2)), 2.0 * rng.normal(size=(200000, 2))
+    # N(0, I) vs N(0, 4I): tr(I + 4I - 2*2I) = 2*(1 + 4 - 4) = 2.
+    assert ev.frechet_distance(a, b) == pytest.approx(2.0, abs=0.05)
+
+
+def test_knn1_perfect_and_chance_features():
+    rng = np.random.default_rng(0)
+    ytr, yte = rng.integers(0, 10, 1000), rng.integers(0, 10, 300)
+    perfect = lambda y: np.eye(10)[y] * 10 + rng.normal(scale=0.1, size=(len(y), 10))
+    assert ev.knn1_accuracy(perfect(ytr), ytr, perfect(yte), yte) == 1.0
+    noise = ev.knn1_accuracy(rng.normal(size=(1000, 5)), ytr, rng.normal(size=(300, 5)), yte)
+    assert noise < 0.25
+
+
+def test_linear_probe_separable_features():
+    rng = np.random.default_rng(0)
+    ytr, yte = rng.integers(0, 10, 2000), rng.integers(0, 10, 500)
+    centers = rng.normal(size=(10, 8)) * 4
+    feats = lambda y: centers[y] + rng.normal(size=(len(y), 8))
+    assert ev.linear_probe_accuracy(feats(ytr), ytr, feats(yte), yte, steps=200) > 0.95
+
+
+def test_classifier_score_bounds_and_fractions():
+    onehot = jax.nn.one_hot(jnp.arange(1000) % 10, 10)
+    assert ev.classifier_score(onehot) == pytest.approx(10.0, rel=1e-4)
+    assert ev.classifier_score(jax.nn.one_hot(jnp.zeros(1000, int), 10)) == pytest.approx(1.0, rel=1e-4)
+    assert ev.class_fractions(onehot) == pytest.approx([0.1] * 10)
+
+
+def test_recon_mse_of_identity_is_zero():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (50, 28, 28, 1))
+    assert ev.recon_mse(lambda a: a, x) == 0.0
