@@ -6,7 +6,7 @@ MODEL  ?= aae
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test clean check-model
+.PHONY: install train test bench clean check-model
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ train: check-model $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# Prints JSON lines: steps/s of aaejax's training path vs PyTorch eager, first-step times.
+bench: $(STAMP)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m experiments.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

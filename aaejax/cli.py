@@ -22,7 +22,7 @@ def enable_compilation_cache() -> None:
     if path.lower() in ("", "0", "off", "none"):
         return
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def run(config_path: str, model_name: str) -> None:

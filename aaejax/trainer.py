@@ -163,7 +163,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
     init_key, data_seed_key, sample_key, eval_key = jax.random.split(root, 4)
     data_seed = int(jax.random.randint(data_seed_key, (), 0, 2**31 - 1))
 
-    state = model.init(init_key)
+    state = jax.jit(model.init)(init_key)  # one compiled (and cached) call, not hundreds of eager ops
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
 
     def check_meta(meta):

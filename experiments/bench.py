@@ -1,0 +1,182 @@
+"""`make bench`: training throughput of aaejax's real training path against PyTorch eager.
+
+Prints one JSON line per measurement:
+- {"bench": "train", model, batch_size, impl: "aaejax"|"torch", steps_per_sec, images_per_sec,
+   sec_per_epoch, device, ...} and the aaejax/torch ratio;
+- {"bench": "first_step", cache: "cold"|"warm", seconds}: a fresh process from start to the
+  first trained chunk, with an empty and then a filled persistent compilation cache.
+
+The aaejax side runs `trainer.make_train_chunk` -- the very function `make train` uses -- on a
+device-resident uint8 dataset of MNIST's size. Contents do not change the speed, so random bytes
+stand in when MNIST is not at hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("models", ["aae", "bigan"], "Models to measure.")
+flags.DEFINE_list("batch_sizes", ["128", "32"], "Batch sizes.")
+flags.DEFINE_float("seconds", 10.0, "Approximate measuring time per configuration and implementation.")
+flags.DEFINE_bool("torch", True, "Also measure the PyTorch eager reference (needs the bench extra).")
+flags.DEFINE_bool("first_step", True, "Measure cold/warm-cache time to the first trained step.")
+flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
+FLAGS = flags.FLAGS
+
+N_TRAIN = 60000
+
+
+def _config(model: str, batch_size: int):
+    if model == "aae":
+        from experiments.aae import get_config
+
+        c = get_config("seed")
+    else:
+        from experiments.bigan import get_config
+
+        c = get_config("seed")
+    c.batch_size = batch_size
+    return c
+
+
+def _dataset():
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (N_TRAIN, 28, 28, 1), dtype=np.uint8)
+
+
+def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from aaejax import trainer
+
+    config = _config(model_name, batch_size)
+    model = trainer.build_model(config)
+    images = jax.device_put(_dataset())
+    labels = jax.device_put(jnp.zeros((N_TRAIN,), jnp.int32))
+    steps_per_epoch = N_TRAIN // batch_size
+    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0)
+    state = model.init(jax.random.PRNGKey(0))
+    t = time.perf_counter()
+    state, m = chunk(state, images, labels, length=steps_per_epoch)
+    jax.block_until_ready(m)
+    first = time.perf_counter() - t
+    # The first call includes compilation; time whole epochs after it.
+    epochs, t = 0, time.perf_counter()
+    while True:
+        state, m = chunk(state, images, labels, length=steps_per_epoch)
+        jax.block_until_ready(m)
+        epochs += 1
+        if time.perf_counter() - t > seconds:
+            break
+    dt = time.perf_counter() - t
+    sps = epochs * steps_per_epoch / dt
+    return {"steps_per_sec": sps, "images_per_sec": sps * batch_size, "sec_per_epoch": dt / epochs,
+            "first_epoch_incl_compile_s": first, "device": str(jax.devices()[0].device_kind),
+            "jax": jax.__version__}
+
+
+def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
+    import torch
+
+    from experiments import torch_reference as tr
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = torch.from_numpy(_dataset().reshape(N_TRAIN, 784)).to(device)
+    model = tr.TorchAAE(device, batch_size=batch_size) if model_name == "aae" else tr.TorchBiGAN(device, batch_size=batch_size)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    tr.run_epoch_steps(model, data, 20, batch_size, model_name == "aae")  # warm-up
+    sync()
+    steps, t = 0, time.perf_counter()
+    block = 50
+    while time.perf_counter() - t < seconds:
+        tr.run_epoch_steps(model, data, block, batch_size, model_name == "aae")
+        sync()
+        steps += block
+    dt = time.perf_counter() - t
+    sps = steps / dt
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {"steps_per_sec": sps, "images_per_sec": sps * batch_size, "sec_per_epoch": (N_TRAIN // batch_size) / sps,
+            "device": name, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _first_step_child(model_name: str) -> None:
+    """In a fresh process, as `make train` does it: imports, data to the device, init, compile,
+    then the first chunk. Prints the time to the compiled chunk and to the first trained step
+    (compiled + one step's share of the first chunk)."""
+    t0 = time.perf_counter()
+    from aaejax import cli
+
+    cli.enable_compilation_cache()
+    import jax
+
+    from aaejax import trainer
+
+    config = _config(model_name, 128 if model_name == "bigan" else 32)
+    model = trainer.build_model(config)
+    images = jax.device_put(_dataset())
+    labels = jax.device_put(jax.numpy.zeros((N_TRAIN,), jax.numpy.int32))
+    state = jax.jit(model.init)(jax.random.PRNGKey(0))
+    chunk = trainer.make_train_chunk(model, config.batch_size, N_TRAIN, data_seed=0)
+    compiled = chunk.lower(state, images, labels, length=config.log_every).compile()
+    t_compiled = time.perf_counter() - t0
+    state, m = compiled(state, images, labels)
+    jax.block_until_ready(m)
+    t_chunk = time.perf_counter() - t0
+    print(json.dumps({"to_compiled_s": t_compiled, "first_chunk_s": t_chunk,
+                      "first_step_s": t_compiled + (t_chunk - t_compiled) / config.log_every}))
+
+
+def bench_first_step(model_name: str) -> list[dict]:
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, AAEJAX_JAX_CACHE=cache)
+        for label in ("cold", "warm"):
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "experiments.bench", f"--_first_step_child={model_name}"],
+                                  env=env, capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t
+            inner = json.loads(proc.stdout.strip().splitlines()[-1])
+            out.append({"bench": "first_step", "model": model_name, "cache": label,
+                        "process_wall_s": round(wall, 2),
+                        **{k: round(v, 2) for k, v in inner.items()}})
+    return out
+
+
+def main(argv):
+    del argv
+    if FLAGS._first_step_child:
+        _first_step_child(FLAGS._first_step_child)
+        return
+    from aaejax import cli
+
+    cli.enable_compilation_cache()
+    for model_name in FLAGS.models:
+        for bs in map(int, FLAGS.batch_sizes):
+            rows = {"aaejax": bench_aaejax(model_name, bs, FLAGS.seconds)}
+            if FLAGS.torch:
+                rows["torch"] = bench_torch(model_name, bs, FLAGS.seconds)
+            for impl, r in rows.items():
+                print(json.dumps({"bench": "train", "model": model_name, "batch_size": bs, "impl": impl,
+                                  **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}}),
+                      flush=True)
+            if "torch" in rows:
+                ratio = rows["aaejax"]["steps_per_sec"] / rows["torch"]["steps_per_sec"]
+                print(json.dumps({"bench": "ratio", "model": model_name, "batch_size": bs,
+                                  "aaejax_over_torch": round(ratio, 3)}), flush=True)
+    if FLAGS.first_step:
+        for model_name in FLAGS.models:
+            for row in bench_first_step(model_name):
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
