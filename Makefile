@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 MODEL  ?= aae
 ARGS   ?=
 STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0   # the bench's PyTorch (the CPU build on this project's machines)
 
 .PHONY: install train test bench clean check-model
 
@@ -29,7 +30,7 @@ test: $(STAMP)
 
 # Prints JSON lines: steps/s of aaejax's training path vs PyTorch eager, first-step times.
 bench: $(STAMP)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m experiments.bench $(ARGS)
 
 clean:
