@@ -19,6 +19,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,8 +141,28 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the loop to stop at the next chunk boundary, where the state is whole
+    and gets checkpointed; a second signal interrupts at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.signum = signum
+        log.warning("signal %d: stopping after the current chunk (again to stop now)", signum)
+
+    def __enter__(self):
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
@@ -201,24 +222,31 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
         writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
         metrics_out.image("samples", step, grid)
 
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    t_start, compile_s = time.perf_counter(), None
+    def finish(pending, step):
+        """Waits for a dispatched chunk; returns (metrics on host, first non-finite metric or None)."""
+        metrics = jax.device_get(pending[1])  # the chunk's only host transfer
+        bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+        if bad:
+            first = int(np.argmax(~np.isfinite(metrics[bad[0]])))
+            return metrics, (f"non-finite {', '.join(bad)} at step {step + first + 1}; "
+                             f"nothing was saved after step {step} (last checkpoint kept)")
+        return metrics, None
+
+    t_start, compile_s, pending = time.perf_counter(), None, None
+    stop = _StopOnSignal().__enter__()
     try:
         while step < config.num_steps:
             length = min(config.log_every, config.num_steps - step)
             t0 = time.perf_counter()
-            new_state, metrics = chunk_fn(state, images, labels, length=length)
-            metrics = jax.device_get(metrics)  # the chunk's only host transfer
+            pending = chunk_fn(state, images, labels, length=length)  # `state` is donated here
+            metrics, error = finish(pending, step)
+            if error:
+                pending = None
+                raise NonFiniteError(error)
             dt = time.perf_counter() - t0
-            if compile_s is None:
-                compile_s = dt
+            compile_s = dt if compile_s is None else compile_s
+            prev_step, (state, pending), step = step, (pending[0], None), step + length
             scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
-            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-            if bad:
-                first = int(np.argmax(~np.isfinite(metrics[bad[0]])))
-                raise NonFiniteError(f"non-finite {', '.join(bad)} at step {step + first + 1}; "
-                                     f"nothing was saved after step {step} (last checkpoint kept)")
-            prev_step, state, step = step, new_state, step + length
             scalars["steps_per_sec"] = length / dt
             metrics_out.write(step, scalars)
             progress.update(step, length / dt, scalars)
@@ -228,15 +256,23 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
             if step // config.checkpoint_every > prev_step // config.checkpoint_every or step == config.num_steps:
                 state = save_eval_state(state)
                 ckpt.save(step, state, meta())
+            if stop.signum is not None:
+                if step not in ckpt.steps():
+                    ckpt.save(step, save_eval_state(state), meta())
+                log.warning("stopped by signal %d at step %d; checkpoint saved", stop.signum, step)
+                raise KeyboardInterrupt(f"signal {stop.signum}")
     except KeyboardInterrupt:
         progress.close()
-        if not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree_util.tree_leaves(state)):
-            if step not in ckpt.steps():
-                log.warning("interrupted: saving a checkpoint at step %d", step)
-                ckpt.save(step, save_eval_state(state), meta())
+        if pending is not None:  # interrupted while a chunk ran: its input state is donated, so
+            _, error = finish(pending, step)  # finish it and keep its result if it is finite
+            if error is None:
+                state, step = pending[0], int(pending[0].step)
+        if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in ckpt.steps():
+            log.warning("interrupted: saving a checkpoint at step %d", step)
+            ckpt.save(step, save_eval_state(state), meta())
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        stop.__exit__()
         ckpt.close()
         metrics_out.close()
     progress.close()

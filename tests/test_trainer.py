@@ -181,3 +181,47 @@ def test_make_train_rejects_unknown_model():
                           env=dict(os.environ, VENV=str(REPO / "no-such-venv")), timeout=60)
     assert proc.returncode != 0
     assert "unknown MODEL='vae'" in proc.stderr
+
+
+def test_no_host_transfer_inside_a_chunk(bars):
+    config = tiny_aae_config()
+    model = AAE(config)
+    chunk = trainer.make_train_chunk(model, config.batch_size, bars.train_images.shape[0], data_seed=0)
+    images, labels = jax.device_put(bars.train_images), jax.device_put(bars.train_labels)
+    state = jax.jit(model.init)(jax.random.PRNGKey(0))
+    chunk(state, images, labels, length=4)  # compile outside the guard
+    state = jax.jit(model.init)(jax.random.PRNGKey(0))
+    with jax.transfer_guard("disallow"):
+        state, metrics = chunk(state, images, labels, length=4)
+        jax.block_until_ready(metrics)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    """A real run is sent SIGTERM mid-training: it checkpoints, exits non-zero, and resumes."""
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    args = [f"--workdir={workdir}", "--steps=100000", "--config.log_every=5", "--config.sample_every=100000",
+            "--config.checkpoint_every=100000"] + TINY_FLAGS["aae"]
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = ["experiments.aae"] + {args!r}
+        with tfds.testing.mock_data(num_examples=96):
+            runpy.run_module("experiments.aae", run_name="__main__")
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", AAEJAX_JAX_CACHE="off")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "checkpoint saved" in err
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and steps[0] >= 15 and steps[0] % 5 == 0
+    assert aaejax.load(workdir).step == steps[0]
