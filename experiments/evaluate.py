@@ -1,0 +1,152 @@
+"""Report card of a run: `python -m experiments.evaluate --workdir=DIR`.
+
+Writes DIR/eval.json, prints a short table, and draws figures into DIR/eval/: sample grid,
+reconstruction grid, 2-D latent scatter coloured by label (PCA when the latent is wider), latent
+interpolations, loss curves from metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)
+flags.DEFINE_integer("num_samples", 10000, "Samples for the classifier metrics and fd_lenet.")
+flags.DEFINE_bool("classifier", True, "Compute the classifier-based sample metrics.")
+flags.DEFINE_bool("knn_pixels", True, "Also compute the 1-NN baseline on raw pixels (slowest metric).")
+flags.DEFINE_string("classifier_cache", None, "Classifier cache folder (default ~/.cache/aaejax/classifier).")
+FLAGS = flags.FLAGS
+
+
+def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool = True,
+             knn_pixels: bool = True, classifier_cache: str | None = None, dataset=None) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import aaejax
+    from aaejax import data as data_lib
+    from aaejax import evaluation as ev
+
+    workdir = Path(workdir)
+    m = aaejax.load(workdir)
+    ds = dataset or data_lib.load(m.config.dataset, m.config.data_dir or None)
+    test = jnp.asarray(ds.test_images, jnp.float32) / 255.0
+    train = jnp.asarray(ds.train_images, jnp.float32) / 255.0
+    out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,
+           "dataset": m.config.dataset}
+    timings = {}
+
+    t = time.perf_counter()
+    out["recon_mse"] = ev.recon_mse(m.reconstruct, test)
+    out["recon_mse_mean_image"] = float(jnp.mean(jnp.square(test - train.mean(0))))
+    timings["recon"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    samples = m.sample(num_samples, seed=0)
+    if use_classifier:
+        from aaejax import classifier
+
+        clf = classifier.load_or_train(m.config.dataset, classifier_cache, dataset=ds)
+        probs = classifier.probs(clf, samples)
+        out["classifier_score"] = ev.classifier_score(probs)
+        out["class_fractions"] = ev.class_fractions(probs)
+        out["min_class_fraction"] = min(out["class_fractions"])
+        out["mean_top_prob"] = float(jnp.mean(jnp.max(probs, axis=1)))
+        out["fd_lenet"] = ev.frechet_distance(classifier.features(clf, samples), classifier.features(clf, test))
+        timings["samples"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    enc = jax.jit(m.model.encode)
+    z_train, z_test = ev.batched(lambda x: enc(m.state, x), train), ev.batched(lambda x: enc(m.state, x), test)
+    out["knn1_acc"] = ev.knn1_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
+    out["linear_probe_acc"] = ev.linear_probe_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
+    key = jax.random.PRNGKey(12345)
+    random_state = m.model.prepare_eval(m.model.init(key), jnp.asarray(ds.train_images), key)
+    r_train = ev.batched(lambda x: enc(random_state, x), train)
+    r_test = ev.batched(lambda x: enc(random_state, x), test)
+    out["knn1_acc_random_encoder"] = ev.knn1_accuracy(r_train, ds.train_labels, r_test, ds.test_labels)
+    if knn_pixels:
+        out["knn1_acc_pixels"] = ev.knn1_accuracy(train, ds.train_labels, test, ds.test_labels)
+    timings["features"] = time.perf_counter() - t
+    out["seconds"] = timings
+
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
+    _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
+    return out
+
+
+def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from aaejax import writers
+
+    fig_dir = workdir / "eval"
+    fig_dir.mkdir(exist_ok=True)
+    writers.save_png(fig_dir / "samples.png", writers.image_grid(np.asarray(samples[:100]), ncols=10))
+    recon = np.asarray(m.reconstruct(test[:50]))
+    writers.save_png(fig_dir / "reconstructions.png",
+                     writers.image_grid(writers.side_by_side(np.asarray(test[:50]), recon, ncols=10), ncols=10))
+
+    z = np.asarray(z_test, np.float64)
+    if z.shape[1] > 2:  # PCA to 2-D
+        zc = z - z.mean(0)
+        _, _, vt = np.linalg.svd(zc, full_matrices=False)
+        z2, title = zc @ vt[:2].T, "latent (PCA)"
+    else:
+        z2, title = z, "latent"
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(z2[:, 0], z2[:, 1], c=test_labels, cmap="tab10", s=2)
+    fig.colorbar(sc, ax=ax, ticks=range(10))
+    ax.set_title(f"{m.config.model}: {title} of the test set")
+    fig.savefig(fig_dir / "latent_scatter.png", dpi=100)
+    plt.close(fig)
+
+    # Interpolations between pairs of test codes: 8 rows of 10 steps.
+    pairs = np.asarray(z_test)[:16].reshape(8, 2, -1)
+    alphas = np.linspace(0, 1, 10)[None, :, None]
+    codes = pairs[:, :1] * (1 - alphas) + pairs[:, 1:] * alphas
+    imgs = np.asarray(m.decode(jnp.asarray(codes.reshape(80, -1), jnp.float32)))
+    writers.save_png(fig_dir / "interpolations.png", writers.image_grid(imgs, ncols=10))
+
+    records = writers.read_metrics(workdir)
+    if records:
+        keys = [k for k in records[0] if k.endswith("loss") or k in ("recon_mse", "d_accuracy")]
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2 * len(keys)), sharex=True)
+        for ax, k in zip(np.atleast_1d(axes), keys):
+            ax.plot([r["step"] for r in records], [r.get(k, np.nan) for r in records])
+            ax.set_ylabel(k)
+        np.atleast_1d(axes)[-1].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(fig_dir / "losses.png", dpi=100)
+        plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from aaejax.checkpoint import CheckpointError
+    from aaejax.data import DataError
+
+    try:
+        out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
+                       FLAGS.classifier_cache)
+    except (CheckpointError, DataError) as e:
+        sys.exit(f"error: {e}")
+    for k, v in out.items():
+        if isinstance(v, float):
+            print(f"{k:>26}  {v:.4f}")
+    print(f"wrote {Path(FLAGS.workdir) / 'eval.json'} and {Path(FLAGS.workdir) / 'eval'}/")
+
+
+if __name__ == "__main__":
+    app.run(main)
