@@ -49,3 +49,25 @@ def test_classifier_score_bounds_and_fractions():
 def test_recon_mse_of_identity_is_zero():
     x = jax.random.uniform(jax.random.PRNGKey(0), (50, 28, 28, 1))
     assert ev.recon_mse(lambda a: a, x) == 0.0
+
+
+@pytest.mark.parametrize("model", ["aae", "bigan"])
+def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
+    import json
+
+    from aaejax import trainer
+    from conftest import tiny_aae_config, tiny_bigan_config
+    from experiments.evaluate import evaluate
+
+    config = tiny_aae_config() if model == "aae" else tiny_bigan_config()
+    trainer.train(config, tmp_path, bars)
+    out = evaluate(tmp_path, num_samples=200, classifier_cache=tmp_path / "clf", dataset=bars)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    for key in ("recon_mse", "classifier_score", "fd_lenet", "knn1_acc", "knn1_acc_pixels",
+                "knn1_acc_random_encoder", "linear_probe_acc", "mean_top_prob"):
+        assert np.isfinite(saved[key]), key
+    assert len(saved["class_fractions"]) == 10 and abs(sum(saved["class_fractions"]) - 1) < 1e-6
+    assert 0 <= saved["recon_mse"] <= 1 and 1 <= saved["classifier_score"] <= 10
+    for name in ("samples", "reconstructions", "latent_scatter", "interpolations", "losses"):
+        assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 0
