@@ -172,7 +172,13 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
     """
     model = build_model(config)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"work dir {workdir} is not writable: {e}") from e
     check_workdir_config(workdir, config)
     dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)
     (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
@@ -195,6 +201,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
     if restored is not None:
         state = restored
         log.info("resumed from step %d in %s", start, workdir)
+        writers.truncate_metrics(workdir, start)  # steps after the checkpoint are trained again
     step = int(state.step)
 
     chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed)

@@ -68,3 +68,14 @@ def read_metrics(workdir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(workdir: str | Path, last_step: int) -> None:
+    """Drops records after `last_step` (a resumed run logs those steps again)."""
+    path = Path(workdir) / "metrics.jsonl"
+    records = read_metrics(workdir)
+    kept = [r for r in records if r["step"] <= last_step]
+    if len(kept) != len(records):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(path)

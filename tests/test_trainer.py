@@ -23,12 +23,13 @@ from conftest import tiny_aae_config, tiny_bigan_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_chunk_does_not_retrace(bars):
-    config = tiny_aae_config()
-    model = AAE(config)
+@pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
+def test_chunk_does_not_retrace(bars, make_config):
+    config = make_config()
+    model = trainer.build_model(config)
     chunk = trainer.make_train_chunk(model, config.batch_size, bars.train_images.shape[0], data_seed=0)
     images, labels = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
-    state = model.init(jax.random.PRNGKey(0))
+    state = jax.jit(model.init)(jax.random.PRNGKey(0))
     for _ in range(3):  # crosses an epoch boundary (512 / 16 = 32 steps an epoch)
         state, _ = chunk(state, images, labels, length=15)
     assert chunk._cache_size() == 1
@@ -225,3 +226,51 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 15 and steps[0] % 5 == 0
     assert aaejax.load(workdir).step == steps[0]
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path, bars):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(trainer.ConfigError, match="not writable"):
+        trainer.train(tiny_aae_config(), blocker / "run", bars)
+
+
+def _cli_code(args, num_examples=96):
+    return textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = ["experiments.aae"] + {args!r}
+        with tfds.testing.mock_data(num_examples={num_examples}):
+            runpy.run_module("experiments.aae", run_name="__main__")
+    """)
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
+    import random
+    import signal
+    import time
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", AAEJAX_JAX_CACHE=str(tmp_path / "jaxcache"))
+    flags_ = ["--steps=200", "--config.log_every=5", "--config.sample_every=1000",
+              "--config.checkpoint_every=10"] + TINY_FLAGS["aae"]
+
+    def run(workdir):
+        return subprocess.run([sys.executable, "-c", _cli_code([f"--workdir={workdir}"] + flags_)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    assert run(tmp_path / "full").returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _cli_code([f"--workdir={killed}"] + flags_)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.5))  # anywhere: mid-chunk, mid-save, between
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = run(killed)
+    assert done.returncode == 0, done.stderr[-2000:]
+    chex.assert_trees_all_equal(aaejax.load(tmp_path / "full").state, aaejax.load(killed).state)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(5, 201, 5))  # every logged step once, in order
