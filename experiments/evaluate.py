@@ -61,6 +61,12 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         timings["samples"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # Parzen window on 10 000 samples; sigma chosen on the last 1 000 training images (held out
+    # from the Parzen fit, not from the model's training).
+    out.update(ev.parzen(samples, train[-1000:], test))
+    timings["parzen"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     enc = jax.jit(m.model.encode)
     z_train, z_test = ev.batched(lambda x: enc(m.state, x), train), ev.batched(lambda x: enc(m.state, x), test)
     out["knn1_acc"] = ev.knn1_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)

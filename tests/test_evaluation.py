@@ -65,9 +65,31 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == json.loads(json.dumps(out))
     for key in ("recon_mse", "classifier_score", "fd_lenet", "knn1_acc", "knn1_acc_pixels",
-                "knn1_acc_random_encoder", "linear_probe_acc", "mean_top_prob"):
+                "knn1_acc_random_encoder", "linear_probe_acc", "mean_top_prob", "parzen_ll", "parzen_ll_se"):
         assert np.isfinite(saved[key]), key
     assert len(saved["class_fractions"]) == 10 and abs(sum(saved["class_fractions"]) - 1) < 1e-6
     assert 0 <= saved["recon_mse"] <= 1 and 1 <= saved["classifier_score"] <= 10
     for name in ("samples", "reconstructions", "latent_scatter", "interpolations", "losses"):
         assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 0
+
+
+def test_parzen_of_a_gaussian_matches_its_closed_form():
+    """Kernels of width s on samples of N(0, I) estimate N(0, (1 + s^2) I) as samples grow."""
+    rng = np.random.default_rng(0)
+    d, s = 2, 0.3
+    samples = rng.normal(size=(40000, d))
+    x = rng.normal(size=(500, d))
+    ll = np.asarray(ev.parzen_log_likelihoods(samples, x, [s])[:, 0])
+    var = 1 + s**2
+    exact = -0.5 * np.sum(x**2, 1) / var - 0.5 * d * np.log(2 * np.pi * var)
+    assert np.mean(np.abs(ll - exact)) < 0.05
+
+
+def test_parzen_selects_the_best_sigma_on_validation():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(5000, 3))
+    out = ev.parzen(samples, rng.normal(size=(500, 3)), rng.normal(size=(500, 3)), sigmas=[0.01, 0.3, 10.0])
+    assert out["parzen_sigma"] == pytest.approx(0.3)
+    exact = -0.5 * 3 * np.log(2 * np.pi * 1.09) - 0.5 * 3 / 1.09 * 1.0  # E over x ~ N(0, I)
+    assert out["parzen_ll"] == pytest.approx(exact, abs=0.15)
+    assert 0 < out["parzen_ll_se"] < 0.2
