@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from aaejax import losses
 from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
 from aaejax.priors import make_prior
-from aaejax.state import NetState, TrainState, make_optimizer
+from aaejax.state import NetState, TrainState, make_optimizers
 
 NETS = ("encoder", "decoder", "discriminator")
 
@@ -42,9 +42,7 @@ class AAE:
         self.discriminator = LatentDiscriminator(tuple(config.disc_hidden))
         self.prior = make_prior(config)
         # One optimizer (and schedule) per network: separate trees, separate Adam states.
-        opt = {n: make_optimizer(config) for n in NETS}
-        self.txs = {n: tx for n, (tx, _) in opt.items()}
-        self.schedules = {n: s for n, (_, s) in opt.items()}
+        self.txs, self.schedules = make_optimizers(config, NETS)
 
     # ------------------------------------------------------------------ init / step
 

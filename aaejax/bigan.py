@@ -24,7 +24,7 @@ from aaejax import data as data_lib
 from aaejax import losses
 from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
 from aaejax.priors import make_prior
-from aaejax.state import NetState, TrainState, make_optimizer
+from aaejax.state import NetState, TrainState, make_optimizers
 
 NETS = ("generator", "encoder", "discriminator")
 D_BN_MODES = ("separate", "joint")
@@ -51,9 +51,8 @@ class BiGAN:
                                     out_high=config.prior_high, **common)
         self.discriminator = JointDiscriminator(tuple(config.d_hidden), **common)
         self.prior = make_prior(config)
-        opt = {n: make_optimizer(config) for n in NETS}
-        self.txs = {n: tx for n, (tx, _) in opt.items()}
-        self.schedules = {n: s for n, (_, s) in opt.items()}
+        # One optimizer (and schedule) per network: separate trees, separate Adam states.
+        self.txs, self.schedules = make_optimizers(config, NETS)
 
     # ------------------------------------------------------------------ init / step
 

@@ -86,3 +86,9 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
         parts.append(optax.add_decayed_weights(config.weight_decay))
     parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2), optax.scale_by_learning_rate(schedule)]
     return optax.chain(*parts), schedule
+
+
+def make_optimizers(config, names) -> tuple[dict, dict]:
+    """One optimizer (and schedule) per network: {name: tx}, {name: schedule}."""
+    built = {n: make_optimizer(config) for n in names}
+    return {n: tx for n, (tx, _) in built.items()}, {n: sched for n, (_, sched) in built.items()}
