@@ -21,15 +21,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import logging
 import os
 import socket
 import struct
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 IDX_ENV = "AAEJAX_IDX_DIR"
 DATASETS = ("mnist", "fashion_mnist")

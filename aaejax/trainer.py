@@ -257,11 +257,14 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
             scalars["steps_per_sec"] = length / dt
             metrics_out.write(step, scalars)
             progress.update(step, length / dt, scalars)
-            if step // config.sample_every > prev_step // config.sample_every or step == config.num_steps:
-                state = save_eval_state(state)
+            last = step == config.num_steps
+            want_samples = step // config.sample_every > prev_step // config.sample_every or last
+            want_ckpt = step // config.checkpoint_every > prev_step // config.checkpoint_every or last
+            if want_samples or want_ckpt:
+                state = save_eval_state(state)  # once per boundary, shared by grid and checkpoint
+            if want_samples:
                 write_samples(state)
-            if step // config.checkpoint_every > prev_step // config.checkpoint_every or step == config.num_steps:
-                state = save_eval_state(state)
+            if want_ckpt:
                 ckpt.save(step, state, meta())
             if stop.signum is not None:
                 if step not in ckpt.steps():
