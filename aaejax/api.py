@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from aaejax import configs
 from aaejax.checkpoint import CheckpointError, Checkpointer, abstract_like
 
 
@@ -60,7 +61,7 @@ def load(workdir: str | Path) -> LoadedModel:
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{workdir} holds no run (no config.json)")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    config = ml_collections.ConfigDict(configs.fill_defaults(json.loads(config_path.read_text())))
     for k, v in list(config.items()):  # JSON turned tuples into lists
         if isinstance(v, list):
             config[k] = tuple(v)

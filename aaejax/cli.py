@@ -30,6 +30,8 @@ def run(config_path: str, model_name: str) -> None:
     flags.DEFINE_string("workdir", None, "Run directory (default runs/<model>).")
     flags.DEFINE_integer("steps", None, "Training steps (overrides config.num_steps).")
     flags.DEFINE_integer("seed", None, "Random seed (overrides config.seed).")
+    flags.DEFINE_bool("overwrite", False, "If the work dir holds a run with another config, delete it "
+                      "(checkpoints, samples, metrics) and start over; without it such a work dir is refused.")
     config_flags.DEFINE_config_file("config", config_path, "Experiment config (path[:variant]).",
                                     lock_config=True)
     app.run(lambda argv: _main(argv, model_name))
@@ -59,7 +61,7 @@ def _main(argv, model_name: str) -> None:
     enable_compilation_cache()
     try:
         trainer.validate_config(config)
-        trainer.train(config, workdir)
+        trainer.train(config, workdir, overwrite=FLAGS.overwrite)
     except (trainer.ConfigError, DataError, CheckpointError, trainer.NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -79,13 +79,20 @@ def make_schedule(config) -> optax.Schedule:
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Adam(lr schedule, b1, b2); an L2 term weight_decay * w is added to the gradient *before*
-    Adam when config.weight_decay > 0 (as the official BiGAN code does), not decoupled AdamW."""
+    Adam when config.weight_decay > 0 (as the official BiGAN code does), not decoupled AdamW.
+
+    With config.skip_nonfinite, an update whose gradient holds a NaN/Inf is dropped (params and
+    Adam moments unchanged), up to config.max_consecutive_nonfinite in a row.
+    """
     schedule = make_schedule(config)
     parts = []
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
     parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2), optax.scale_by_learning_rate(schedule)]
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if config.skip_nonfinite:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=int(config.max_consecutive_nonfinite))
+    return tx, schedule
 
 
 def make_optimizers(config, names) -> tuple[dict, dict]:

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aaejax import configs
 from aaejax import data as data_lib
 from aaejax import writers
 from aaejax.checkpoint import Checkpointer, abstract_like
@@ -79,7 +81,11 @@ def validate_config(config) -> None:
 
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed: int):
-    """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K])`."""
+    """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`.
+
+    `finite` says whether every float in the state (params, optimizer and BatchNorm statistics)
+    is finite after the chunk.
+    """
     steps_per_epoch = num_examples // batch_size
     data_key = jax.random.PRNGKey(data_seed)
 
@@ -95,28 +101,43 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed: int):
 
         perm = data_lib.epoch_permutation(data_key, state.step // steps_per_epoch, num_examples)
         (state, _), metrics = jax.lax.scan(body, (state, perm), length=length)
-        return state, metrics
+        return state, metrics, state_is_finite(state)
 
     return jax.jit(chunk, static_argnames="length", donate_argnums=0)
+
+
+def state_is_finite(state) -> jax.Array:
+    leaves = [x for x in jax.tree_util.tree_leaves(state.nets) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def config_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def check_workdir_config(workdir: Path, config) -> None:
-    """Refuses a work dir that holds a run of another model or config."""
+# What a run writes into its work dir (removed by an explicit overwrite, nothing else is).
+RUN_ARTIFACTS = ("checkpoints", "samples", "tensorboard", "eval", "metrics.jsonl", "eval.json", "config.json")
+
+
+def workdir_config_diff(workdir: Path, config) -> str:
+    """'' when `workdir` holds no run or one of the same config; else the differing fields."""
     path = workdir / "config.json"
     if not path.exists():
-        return
-    old = json.loads(path.read_text())
+        return ""
+    old = configs.fill_defaults(json.loads(path.read_text()))
     new = config_dict(config)
     diff = sorted(k for k in set(old) | set(new)
                   if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
-        raise ConfigError(f"{workdir} holds a run with a different config ({detail}); "
-                          f"use a fresh --workdir to start another run")
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+
+
+def delete_run(workdir: Path) -> None:
+    for name in RUN_ARTIFACTS:
+        target = workdir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 class _Progress:
@@ -165,8 +186,9 @@ class _StopOnSignal:
             signal.signal(s, handler)
 
 
-def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
-    """Trains `config.model` to `config.num_steps`, resuming from `workdir` when it has a run.
+def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, overwrite: bool = False):
+    """Trains `config.model` to `config.num_steps`, resuming from `workdir` when it has a run of
+    the same config (a different one is refused, or deleted first when `overwrite`).
 
     Returns the final TrainState (on the device).
     """
@@ -179,8 +201,14 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"work dir {workdir} is not writable: {e}") from e
-    check_workdir_config(workdir, config)
+    diff = workdir_config_diff(workdir, config)
+    if diff and not overwrite:
+        raise ConfigError(f"{workdir} holds a run with a different config ({diff}); use a fresh "
+                          f"--workdir, or --overwrite to delete that run and start over")
     dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)
+    if diff:  # deleted only once the data has loaded, so a data error loses nothing
+        log.warning("--overwrite: deleting the run in %s (%s)", workdir, diff)
+        delete_run(workdir)
     (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
 
     images = jax.device_put(dataset.train_images)  # uint8 on the device, once
@@ -230,13 +258,20 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
         metrics_out.image("samples", step, grid)
 
     def finish(pending, step):
-        """Waits for a dispatched chunk; returns (metrics on host, first non-finite metric or None)."""
-        metrics = jax.device_get(pending[1])  # the chunk's only host transfer
+        """Waits for a dispatched chunk; returns (metrics on host, an error message or None).
+
+        Non-finite metrics stop the run unless config.skip_nonfinite (then those updates were
+        skipped by the optimizer); a non-finite state always does.
+        """
+        metrics, finite = jax.device_get(pending[1:])  # the chunk's only host transfer
+        kept = f"nothing was saved after step {step} (last checkpoint kept)"
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-        if bad:
+        if bad and not config.skip_nonfinite:
             first = int(np.argmax(~np.isfinite(metrics[bad[0]])))
-            return metrics, (f"non-finite {', '.join(bad)} at step {step + first + 1}; "
-                             f"nothing was saved after step {step} (last checkpoint kept)")
+            return metrics, f"non-finite {', '.join(bad)} at step {step + first + 1}; {kept}"
+        if not finite:
+            return metrics, (f"the training state became non-finite between steps {step} and "
+                             f"{step + len(next(iter(metrics.values())))}; {kept}")
         return metrics, None
 
     t_start, compile_s, pending = time.perf_counter(), None, None
@@ -253,7 +288,10 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None):
             dt = time.perf_counter() - t0
             compile_s = dt if compile_s is None else compile_s
             prev_step, (state, pending), step = step, (pending[0], None), step + length
-            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+            scalars = {k: float(np.nanmean(v)) for k, v in metrics.items()}
+            if config.skip_nonfinite:
+                rows = np.stack([~np.isfinite(v) for v in metrics.values()]).any(axis=0)
+                scalars["skipped_updates"] = float(rows.sum())  # in this chunk
             scalars["steps_per_sec"] = length / dt
             metrics_out.write(step, scalars)
             progress.update(step, length / dt, scalars)

@@ -12,7 +12,7 @@ from PIL import Image
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
     """[N, H, W, 1] floats in [0, 1] -> uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad] grid."""
-    images = np.asarray(images, np.float32)
+    images = np.nan_to_num(np.asarray(images, np.float32))  # a diverged model still gets a grid
     n, h, w = images.shape[:3]
     ncols = ncols or int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))

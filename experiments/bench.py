@@ -66,13 +66,13 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0)
     state = model.init(jax.random.PRNGKey(0))
     t = time.perf_counter()
-    state, m = chunk(state, images, labels, length=steps_per_epoch)
+    state, m, _ = chunk(state, images, labels, length=steps_per_epoch)
     jax.block_until_ready(m)
     first = time.perf_counter() - t
     # The first call includes compilation; time whole epochs after it.
     epochs, t = 0, time.perf_counter()
     while True:
-        state, m = chunk(state, images, labels, length=steps_per_epoch)
+        state, m, _ = chunk(state, images, labels, length=steps_per_epoch)
         jax.block_until_ready(m)
         epochs += 1
         if time.perf_counter() - t > seconds:

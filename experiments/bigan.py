@@ -11,16 +11,14 @@ Variants (--config=experiments/bigan.py:<variant>):
 
 import ml_collections
 
+from aaejax import configs
+
 STEPS_PER_EPOCH = 60000 // 128
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.model = "bigan"
+    c = configs.base("bigan")
     c.variant = variant
-    c.dataset = "mnist"
-    c.data_dir = ""
-    c.seed = 0
     c.batch_size = 128
     c.latent_dim = 50
     c.g_hidden = (1024, 1024)
@@ -34,10 +32,6 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.prior_high = 1.0
     c.d_bn = "separate"  # real and fake batches normalised separately (see aaejax/bigan.py)
     c.ge_loss = "flipped"  # G/E "fool" D: BCE with swapped labels
-    c.lr = 2e-4
-    c.b1 = 0.5
-    c.b2 = 0.999
-    c.weight_decay = 0.0
     c.lr_schedule = "exponential"
     c.lr_final_fraction = 0.1
     c.lr_decay_start = 0.5
@@ -46,7 +40,6 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.log_every = STEPS_PER_EPOCH // 4
     c.sample_every = STEPS_PER_EPOCH * 5
     c.checkpoint_every = STEPS_PER_EPOCH * 10
-    c.max_to_keep = 3
     if variant == "paper":
         c.prior_low, c.prior_high = -1.0, 1.0
         c.hidden_bias = False

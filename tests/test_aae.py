@@ -64,7 +64,7 @@ def test_training_lowers_reconstruction_error(bars):
     chunk = trainer.make_train_chunk(model, config.batch_size, bars.train_images.shape[0], data_seed=0)
     x = jnp.asarray(bars.test_images, jnp.float32) / 255.0
     before = float(jnp.mean((model.reconstruct(state, x) - x) ** 2))
-    state, metrics = chunk(state, jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels), length=300)
+    state, metrics, _ = chunk(state, jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels), length=300)
     after = float(jnp.mean((model.reconstruct(state, x) - x) ** 2))
     assert after < 0.5 * before, (before, after)
     assert metrics["recon_mse"][-20:].mean() < metrics["recon_mse"][:20].mean()

@@ -31,7 +31,7 @@ def test_chunk_does_not_retrace(bars, make_config):
     images, labels = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
     state = jax.jit(model.init)(jax.random.PRNGKey(0))
     for _ in range(3):  # crosses an epoch boundary (512 / 16 = 32 steps an epoch)
-        state, _ = chunk(state, images, labels, length=15)
+        state, _, _ = chunk(state, images, labels, length=15)
     assert chunk._cache_size() == 1
     assert int(state.step) == 45
 
@@ -42,10 +42,10 @@ def test_chunk_equals_single_steps(bars):
     model = AAE(config)
     images, labels = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
     chunk = trainer.make_train_chunk(model, config.batch_size, images.shape[0], data_seed=7)
-    s_a, _ = chunk(model.init(jax.random.PRNGKey(0)), images, labels, length=6)
+    s_a, _, _ = chunk(model.init(jax.random.PRNGKey(0)), images, labels, length=6)
     s_b = model.init(jax.random.PRNGKey(0))
     for _ in range(3):
-        s_b, _ = chunk(s_b, images, labels, length=2)
+        s_b, _, _ = chunk(s_b, images, labels, length=2)
     chex.assert_trees_all_close(s_a, s_b, atol=1e-6)
 
 
@@ -116,6 +116,36 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars):
     with pytest.raises(trainer.NonFiniteError, match="step"):
         trainer.train(tiny_aae_config(num_steps=40, lr=1e30), tmp_path / "nan", bars)
     assert not (tmp_path / "nan" / "checkpoints" / "40").exists()
+
+
+def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
+    trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
+    (tmp_path / "notes.txt").write_text("mine")  # not a run artifact: must survive
+    state = trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars, overwrite=True)
+    assert int(state.step) == 10  # a fresh run, not a resume
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["10"]
+    assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3
+    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch):
+    """Batches that make the loss NaN: stop by default; with skip_nonfinite their updates are
+    dropped (optax.apply_if_finite), counted, and the run finishes with a finite state."""
+    from aaejax import aae
+
+    to_model = aae.to_model
+
+    def poisoned(x):  # some batches (by where their first image's bar starts) turn NaN
+        return jnp.where(jnp.argmax(x[0].ravel()) % 3 == 0, jnp.nan, to_model(x))
+
+    monkeypatch.setattr(aae, "to_model", poisoned)
+    with pytest.raises(trainer.NonFiniteError, match="non-finite .* at step"):
+        trainer.train(tiny_aae_config(num_steps=40), tmp_path / "stop", bars)
+    state = trainer.train(tiny_aae_config(num_steps=40, skip_nonfinite=True), tmp_path / "skip", bars)
+    assert bool(trainer.state_is_finite(state))
+    skipped = sum(r["skipped_updates"] for r in aaejax.writers.read_metrics(tmp_path / "skip"))
+    assert 0 < skipped < 40
 
 
 def _run_cli(module, args, tmp_path, num_examples=96):
@@ -193,7 +223,7 @@ def test_no_host_transfer_inside_a_chunk(bars):
     chunk(state, images, labels, length=4)  # compile outside the guard
     state = jax.jit(model.init)(jax.random.PRNGKey(0))
     with jax.transfer_guard("disallow"):
-        state, metrics = chunk(state, images, labels, length=4)
+        state, metrics, _ = chunk(state, images, labels, length=4)
         jax.block_until_ready(metrics)
 
 
