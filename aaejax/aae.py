@@ -3,6 +3,12 @@
 One step: (1) the latent discriminator learns prior samples = real vs encodings = fake;
 (2) encoder and decoder minimise w_rec * MSE(recon) + w_adv * BCE(D(E(x)), real) against the
 *updated* discriminator. Images are scaled to [-1, 1] inside (decoder ends in tanh).
+
+Options from the paper: `prior_conditioned` (D also sees the one-hot label, and the prior sample
+of a "real" pair comes from the label's mixture component / swiss-roll segment, Figure 4) and
+`supervised` (the decoder gets the one-hot label, so the latent holds only the style, Figure 6).
+The semi-supervised and clustering AAEs (categorical + style latent) live in aae_categorical.py;
+`build(config)` picks the class from `config.aae_kind`.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import jax.numpy as jnp
 
 from aaejax import losses
 from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
-from aaejax.priors import make_prior
+from aaejax.priors import PRIORS_2D, make_prior
 from aaejax.state import NetState, TrainState, make_optimizers
 
 NETS = ("encoder", "decoder", "discriminator")
@@ -41,6 +47,8 @@ class AAE:
         self.decoder = AAEDecoder(tuple(config.hidden))
         self.discriminator = LatentDiscriminator(tuple(config.disc_hidden))
         self.prior = make_prior(config)
+        self.num_classes = int(config.num_classes)
+        self.conditioned, self.supervised = bool(config.prior_conditioned), bool(config.supervised)
         # One optimizer (and schedule) per network: separate trees, separate Adam states.
         self.txs, self.schedules = make_optimizers(config, NETS)
 
@@ -50,19 +58,25 @@ class AAE:
         k_enc, k_dec, k_disc, k_state = jax.random.split(rng, 4)
         x = jnp.zeros((1, 28, 28, 1), jnp.float32)
         z = jnp.zeros((1, self.latent_dim), jnp.float32)
+        y = jnp.zeros((1, self.num_classes), jnp.float32)
         variables = {
             "encoder": self.encoder.init(k_enc, x),
-            "decoder": self.decoder.init(k_dec, z),
-            "discriminator": self.discriminator.init(k_disc, z),
+            "decoder": self.decoder.init(k_dec, jnp.concatenate([z, y], -1) if self.supervised else z),
+            "discriminator": self.discriminator.init(k_disc, jnp.concatenate([z, y], -1) if self.conditioned else z),
         }
         nets = {n: NetState.create(v, self.txs[n]) for n, v in variables.items()}
         return TrainState.create(k_state, nets)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        """batch['image']: uint8 [B, 28, 28, 1]. Pure; jitted (inside a scan) by the trainer."""
+        """batch['image']: uint8 [B, 28, 28, 1], batch['label']: int32 [B]. Pure; jitted (inside a
+        scan) by the trainer."""
         cfg = self.config
         x = to_model(batch["image"])
         batch_size = x.shape[0]
+        onehot = jax.nn.one_hot(batch["label"], self.num_classes)
+        # D's view of a code: with the label when the prior is label-conditioned.
+        d_input = (lambda z: jnp.concatenate([z, onehot], -1)) if self.conditioned else (lambda z: z)
+        dec_input = (lambda z: jnp.concatenate([z, onehot], -1)) if self.supervised else (lambda z: z)
         k_eps, k_prior = jax.random.split(state.step_key())
         enc, dec, disc = (state.nets[n] for n in NETS)
 
@@ -70,11 +84,13 @@ class AAE:
         (mu, log_var), enc_vjp = jax.vjp(lambda p: self.encoder.apply({"params": p}, x), enc.params)
         eps = jax.random.normal(k_eps, mu.shape)
         z_fake = mu + jnp.exp(0.5 * log_var) * eps
-        z_real = self.prior.sample(k_prior, (batch_size, self.latent_dim))
+        z_real = self.prior.sample(k_prior, (batch_size, self.latent_dim),
+                                   batch["label"] if self.conditioned else None)
 
         # (1) Discriminator: real and fake pass through in one batched call.
         def d_loss_fn(p):
-            logits = self.discriminator.apply({"params": p}, jnp.concatenate([z_real, jax.lax.stop_gradient(z_fake)]))
+            z = jnp.concatenate([d_input(z_real), d_input(jax.lax.stop_gradient(z_fake))])
+            logits = self.discriminator.apply({"params": p}, z)
             real, fake = jnp.split(logits, 2)
             return 0.5 * (losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0)), (real, fake)
 
@@ -84,9 +100,9 @@ class AAE:
         # (2) Autoencoder against the updated discriminator.
         def ae_loss_fn(mu, log_var, dec_params):
             z = mu + jnp.exp(0.5 * log_var) * eps
-            recon = self.decoder.apply({"params": dec_params}, z)
+            recon = self.decoder.apply({"params": dec_params}, dec_input(z))
             rec = losses.mse(recon, x)
-            adv = losses.bce_logits(self.discriminator.apply({"params": disc.params}, z), 1.0)
+            adv = losses.bce_logits(self.discriminator.apply({"params": disc.params}, d_input(z)), 1.0)
             return cfg.recon_weight * rec + cfg.adv_weight * adv, (rec, adv)
 
         (ae_loss, (rec, adv)), (g_mu, g_lv, dec_grads) = jax.value_and_grad(
@@ -119,23 +135,54 @@ class AAE:
         mu, _ = self.encoder.apply(state.nets["encoder"].variables, to_model(x01))
         return mu
 
-    def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
-        """[N, latent_dim] -> [N, 28, 28, 1] in [0, 1]."""
+    def decode(self, state: TrainState, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        """[N, latent_dim] (and, for the supervised AAE, int labels [N]) -> [N, 28, 28, 1] in [0, 1]."""
+        if self.supervised:
+            if labels is None:
+                raise ValueError("the supervised AAE decodes a style code together with labels: decode(z, labels)")
+            z = jnp.concatenate([z, jax.nn.one_hot(labels, self.num_classes)], -1)
         return to_unit(self.decoder.apply(state.nets["decoder"].variables, z))
 
-    def sample(self, state: TrainState, key: jax.Array, n: int) -> jax.Array:
-        return self.decode(state, self.prior.sample(key, (n, self.latent_dim)))
+    def sample(self, state: TrainState, key: jax.Array, n: int, labels: jax.Array | None = None) -> jax.Array:
+        """n images; `labels` [n] pick the prior component (conditioned) / the class (supervised),
+        drawn uniformly when not given."""
+        k_label, k_z = jax.random.split(key)
+        if labels is None and (self.supervised or self.conditioned):
+            labels = jax.random.randint(k_label, (n,), 0, self.num_classes)
+        z = self.prior.sample(k_z, (n, self.latent_dim), labels if self.conditioned else None)
+        return self.decode(state, z, labels)
 
-    def reconstruct(self, state: TrainState, x01: jax.Array) -> jax.Array:
-        return self.decode(state, self.encode(state, x01))
+    def reconstruct(self, state: TrainState, x01: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        return self.decode(state, self.encode(state, x01), labels)
+
+
+def build(config):
+    """The AAE of `config.aae_kind`: "basic" (this module) or "categorical" (semi-supervised /
+    clustering, aae_categorical.py)."""
+    if config.aae_kind == "categorical":
+        from aaejax.aae_categorical import CategoricalAAE
+
+        return CategoricalAAE(config)
+    return AAE(config)
 
 
 def validate(config) -> None:
     """Raises ValueError for AAE settings that make no sense."""
+    if config.aae_kind not in ("basic", "categorical"):
+        raise ValueError(f"unknown aae_kind {config.aae_kind!r}; choose basic or categorical")
+    if config.aae_kind == "categorical":
+        from aaejax.aae_categorical import validate as validate_categorical
+
+        return validate_categorical(config)
+    if config.prior in PRIORS_2D and config.latent_dim != 2:
+        raise ValueError(f"prior {config.prior!r} is 2-D: set latent_dim=2 (got {config.latent_dim})")
+    if config.prior_conditioned and config.prior not in PRIORS_2D:
+        raise ValueError(f"prior_conditioned needs a prior with one component per class "
+                         f"({', '.join(PRIORS_2D)}), got {config.prior!r}")
     if config.latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
     if config.recon_weight < 0 or config.adv_weight < 0 or config.recon_weight + config.adv_weight == 0:
         raise ValueError(f"loss weights must be >= 0 and not both 0, got recon_weight={config.recon_weight}, "
                          f"adv_weight={config.adv_weight}")
-    if config.prior == "gaussian" and config.prior_scale <= 0:
+    if config.prior in ("gaussian", *PRIORS_2D) and config.prior_scale <= 0:
         raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")

@@ -38,19 +38,25 @@ class LoadedModel:
             raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
         return self._encode(self.state, x)
 
-    def decode(self, z) -> jax.Array:
-        """[N, latent_dim] -> [N, 28, 28, 1] float32 in [0, 1]."""
+    def decode(self, z, labels=None) -> jax.Array:
+        """[N, latent_dim] -> [N, 28, 28, 1] float32 in [0, 1].
+
+        labels (int [N]): the class to render, for models that take one (the supervised AAE needs
+        them; for the categorical AAE they replace the code's category part).
+        """
         z = jnp.asarray(z, jnp.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"decode expects [N, {self.latent_dim}] codes, got shape {z.shape}")
-        return self._decode(self.state, z)
+        return self._decode(self.state, z, None if labels is None else jnp.asarray(labels, jnp.int32))
 
-    def sample(self, n: int, seed: int = 0) -> jax.Array:
-        """n images from the prior, [n, 28, 28, 1] in [0, 1]."""
-        return self._sample(self.state, jax.random.PRNGKey(seed), int(n))
+    def sample(self, n: int, seed: int = 0, labels=None) -> jax.Array:
+        """n images from the prior, [n, 28, 28, 1] in [0, 1] (labels [n]: of those classes /
+        prior components, where the model has them)."""
+        labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+        return self._sample(self.state, jax.random.PRNGKey(seed), int(n), labels)
 
-    def reconstruct(self, x) -> jax.Array:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x, labels=None) -> jax.Array:
+        return self.decode(self.encode(x), labels)
 
 
 def load(workdir: str | Path) -> LoadedModel:

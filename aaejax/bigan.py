@@ -166,14 +166,14 @@ class BiGAN:
         """[N, 28, 28, 1] in [0, 1] -> E(x) [N, latent_dim], population BatchNorm statistics."""
         return self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False)
 
-    def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
-        """[N, latent_dim] -> G(z) [N, 28, 28, 1] in [0, 1]."""
+    def decode(self, state: TrainState, z: jax.Array, labels=None) -> jax.Array:
+        """[N, latent_dim] -> G(z) [N, 28, 28, 1] in [0, 1]. (Unconditional: `labels` unused.)"""
         return self.generator.apply(state.nets["generator"].variables, z, train=False)
 
-    def sample(self, state: TrainState, key: jax.Array, n: int) -> jax.Array:
+    def sample(self, state: TrainState, key: jax.Array, n: int, labels=None) -> jax.Array:
         return self.decode(state, self.prior.sample(key, (n, self.latent_dim)))
 
-    def reconstruct(self, state: TrainState, x01: jax.Array) -> jax.Array:
+    def reconstruct(self, state: TrainState, x01: jax.Array, labels=None) -> jax.Array:
         return self.decode(state, self.encode(state, x01))
 
 

@@ -255,3 +255,24 @@ def batch_indices(perm, index, batch_size: int):
     import jax
 
     return jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+
+
+def labelled_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
+    """Indices of `num_labels` examples, num_labels / num_classes of each class, chosen by `seed`
+    (the semi-supervised AAE's labelled set). Sorted int32 [num_labels]."""
+    per_class = num_labels // num_classes
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise DataError(f"class {c} has {len(members)} examples, fewer than the {per_class} labels asked for")
+        chosen.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int32)
+
+
+def labelled_batch_indices(key, labelled, batch_size: int):
+    """A batch drawn with replacement from the labelled subset [L] -> [batch_size]."""
+    import jax
+
+    return labelled[jax.random.randint(key, (batch_size,), 0, labelled.shape[0])]

@@ -7,6 +7,10 @@ over examples.
   the mean top probability, and `fd_lenet` (Fréchet distance in its penultimate layer).
 - knn1_acc: 1-nearest-neighbour accuracy of features, train -> test (Euclidean).
 - linear_probe_acc: multinomial logistic regression on features, train -> test.
+- parzen: Parzen-window log-likelihood of test images under samples (the AAE paper's metric).
+- cluster errors (categorical AAE): test error when each cluster is labelled by the majority
+  class of its training members (the AAE paper's protocol), and under the best one-to-one
+  cluster-class matching (Hungarian; clusters left unmatched count as errors).
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import numpy as np
 import optax
 
 
-def batched(fn, x, batch: int = 1000):
-    """Applies fn to x in batches along axis 0 and concatenates (bounded memory)."""
-    outs = [fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)]
+def batched(fn, x, *more, batch: int = 1000):
+    """Applies fn(x, *more) in batches along axis 0 and concatenates (bounded memory)."""
+    outs = [fn(x[i:i + batch], *(m[i:i + batch] for m in more)) for i in range(0, x.shape[0], batch)]
     return jnp.concatenate(outs)
 
 
-def recon_mse(reconstruct, images01) -> float:
-    r = batched(reconstruct, images01)
+def recon_mse(reconstruct, images01, *more) -> float:
+    """reconstruct(images01 [, labels]) vs images01: mean squared error in [0, 1] pixels."""
+    r = batched(reconstruct, images01, *more)
     return float(jnp.mean(jnp.square(r - images01)))
 
 
@@ -68,7 +73,7 @@ def _nearest(query: jax.Array, ref: jax.Array) -> jax.Array:
 def knn1_accuracy(train_x, train_y, test_x, test_y, batch: int = 500) -> float:
     train_x = jnp.asarray(train_x, jnp.float32).reshape(len(train_x), -1)
     test_x = jnp.asarray(test_x, jnp.float32).reshape(len(test_x), -1)
-    idx = batched(lambda q: _nearest(q, train_x), test_x, batch)
+    idx = batched(lambda q: _nearest(q, train_x), test_x, batch=batch)
     return float(jnp.mean(jnp.asarray(train_y)[idx] == jnp.asarray(test_y)))
 
 
@@ -123,7 +128,7 @@ def parzen_log_likelihoods(samples, x, sigmas, batch: int = 200) -> jax.Array:
     x = jnp.asarray(x, jnp.float32).reshape(len(x), -1)
     sigmas = jnp.atleast_1d(jnp.asarray(sigmas, jnp.float32))
     sq = jnp.sum(samples**2, 1)
-    return batched(lambda b: _parzen_terms(b, samples, sq, sigmas), x, batch)
+    return batched(lambda b: _parzen_terms(b, samples, sq, sigmas), x, batch=batch)
 
 
 def parzen(samples, x_val, x_test, sigmas=None) -> dict:
@@ -135,3 +140,26 @@ def parzen(samples, x_val, x_test, sigmas=None) -> dict:
     ll = np.asarray(parzen_log_likelihoods(samples, x_test, [best])[:, 0], np.float64)
     return {"parzen_ll": float(ll.mean()), "parzen_ll_se": float(ll.std(ddof=1) / np.sqrt(len(ll))),
             "parzen_sigma": best}
+
+
+def contingency(clusters, labels, num_clusters: int, num_classes: int = 10) -> np.ndarray:
+    """counts[k, c] = #examples in cluster k with label c."""
+    counts = np.zeros((num_clusters, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(clusters), np.asarray(labels)), 1)
+    return counts
+
+
+def cluster_errors(train_clusters, train_labels, test_clusters, test_labels, num_clusters: int,
+                   num_classes: int = 10) -> dict:
+    """{'cluster_error_majority', 'cluster_error_hungarian'} on the test set (see module doc)."""
+    from scipy.optimize import linear_sum_assignment
+
+    train_counts = contingency(train_clusters, train_labels, num_clusters, num_classes)
+    majority = train_counts.argmax(1)  # an empty cluster gets class 0; it holds no test point anyway
+    test_clusters, test_labels = np.asarray(test_clusters), np.asarray(test_labels)
+    err_majority = float(np.mean(majority[test_clusters] != test_labels))
+    rows, cols = linear_sum_assignment(-train_counts)  # matching chosen on the training set
+    mapping = np.full(num_clusters, -1)
+    mapping[rows] = cols
+    err_hungarian = float(np.mean(mapping[test_clusters] != test_labels))
+    return {"cluster_error_majority": err_majority, "cluster_error_hungarian": err_hungarian}

@@ -41,6 +41,24 @@ class AAEEncoder(nn.Module):
         return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="log_var")(h)
 
 
+class CategoricalEncoder(nn.Module):
+    """x [B, 28, 28, 1] in [-1, 1] -> (category logits [B, num_categories], style [B, style_dim]).
+
+    The semi-supervised / clustering AAE's deterministic encoder: one trunk, two heads.
+    """
+
+    num_categories: int = 10
+    style_dim: int = 10
+    hidden: Sequence[int] = (1000, 1000)
+
+    @nn.compact
+    def __call__(self, x):
+        h = _flat(x)
+        for width in self.hidden:
+            h = leaky_relu(nn.Dense(width)(h))
+        return nn.Dense(self.num_categories, name="category")(h), nn.Dense(self.style_dim, name="style")(h)
+
+
 class AAEDecoder(nn.Module):
     """z [B, latent_dim] -> x [B, 28, 28, 1] in [-1, 1] (tanh)."""
 

@@ -26,16 +26,18 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from aaejax import configs
 from aaejax import data as data_lib
+from aaejax import parallel
 from aaejax import writers
 from aaejax.checkpoint import Checkpointer, abstract_like
 
 log = logging.getLogger(__name__)
 
-MODELS = {"aae": "aaejax.aae:AAE", "bigan": "aaejax.bigan:BiGAN"}
+MODELS = {"aae": "aaejax.aae:build", "bigan": "aaejax.bigan:BiGAN"}
 # Fields that may change when a run is resumed (they don't change what is learned).
 RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep")
 
@@ -74,34 +76,65 @@ def validate_config(config) -> None:
             raise ConfigError(f"{field} must be >= 1, got {config[field]}")
     if config.lr <= 0:
         raise ConfigError(f"lr must be > 0, got {config.lr}")
+    if config.num_seeds < 1:
+        raise ConfigError(f"num_seeds must be >= 1, got {config.num_seeds}")
+    try:
+        parallel.resolve_mode(config, jax.device_count())
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     try:
         importlib.import_module(cls.__module__).validate(config)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
 
-def make_train_chunk(model, batch_size: int, num_examples: int, data_seed: int):
+def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, labelled=None,
+                     labelled_batch_size: int = 0, num_seeds: int = 1, layout=None):
     """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`.
 
     `finite` says whether every float in the state (params, optimizer and BatchNorm statistics)
-    is finite after the chunk.
+    is finite after the chunk. With num_seeds > 1 the state carries a leading seed axis, and
+    `data_seed` / `labelled` hold one entry per seed: each model has its own data order and
+    labelled subset; the step is vmapped, so metrics are [K, S] and finite is [S]. `layout`
+    (parallel.Layout) pins the state's and the batches' shardings on the device mesh.
     """
     steps_per_epoch = num_examples // batch_size
-    data_key = jax.random.PRNGKey(data_seed)
+    seeded = num_seeds > 1
+    keys = (jnp.stack([jax.random.PRNGKey(int(d)) for d in data_seed]) if seeded
+            else jax.random.PRNGKey(int(data_seed)))
+
+    def per_seed(f, in_axes):
+        return jax.vmap(f, in_axes) if seeded else f
+
+    perm_fn = per_seed(lambda k, epoch: data_lib.epoch_permutation(k, epoch, num_examples), (0, None))
+    index_fn = per_seed(lambda perm, pos: data_lib.batch_indices(perm, pos, batch_size), (0, None))
+    # Labelled batches from their own stream, apart from the epoch keys.
+    labelled_fn = per_seed(lambda k, subset, step: data_lib.labelled_batch_indices(
+        jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1), step), subset, labelled_batch_size), (0, 0, None))
+    step_fn = per_seed(model.train_step, (0, 0))
+    finite_fn = per_seed(state_is_finite, 0)
 
     def chunk(state, images, labels, length: int):
         def body(carry, _):
-            state, perm = carry
-            epoch, pos = jnp.divmod(state.step, steps_per_epoch)
-            perm = jax.lax.cond(pos == 0, lambda: data_lib.epoch_permutation(data_key, epoch, num_examples),
-                                lambda: perm)
-            idx = data_lib.batch_indices(perm, pos, batch_size)
-            state, metrics = model.train_step(state, {"image": images[idx], "label": labels[idx]})
-            return (state, perm), metrics
+            state, perm, step = carry
+            epoch, pos = jnp.divmod(step, steps_per_epoch)
+            perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
+            idx = index_fn(perm, pos)
+            batch = {"image": images[idx], "label": labels[idx]}
+            if labelled is not None:  # semi-supervised: a batch from the labelled subset too
+                li = labelled_fn(keys, labelled, step)
+                batch.update(labelled_image=images[li], labelled_label=labels[li])
+            if layout is not None:
+                batch = layout.constrain_batch(batch)
+            state, metrics = step_fn(state, batch)
+            if layout is not None:
+                state = layout.constrain_state(state)
+            return (state, perm, step + 1), metrics
 
-        perm = data_lib.epoch_permutation(data_key, state.step // steps_per_epoch, num_examples)
-        (state, _), metrics = jax.lax.scan(body, (state, perm), length=length)
-        return state, metrics, state_is_finite(state)
+        step0 = state.step[0] if seeded else state.step  # all seeds step together
+        perm = perm_fn(keys, step0 // steps_per_epoch)
+        (state, _, _), metrics = jax.lax.scan(body, (state, perm, step0), length=length)
+        return state, metrics, finite_fn(state)
 
     return jax.jit(chunk, static_argnames="length", donate_argnums=0)
 
@@ -211,14 +244,31 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         delete_run(workdir)
     (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
 
-    images = jax.device_put(dataset.train_images)  # uint8 on the device, once
-    labels = jax.device_put(dataset.train_labels)
+    layout = parallel.Layout(config)
+    num_seeds = int(config.num_seeds)
+    images = layout.put_replicated(dataset.train_images)  # uint8 on every device, once
+    labels = layout.put_replicated(dataset.train_labels)
     fixed_inputs = jnp.asarray(dataset.test_images[:64], jnp.float32) / 255.0
-    root = jax.random.PRNGKey(config.seed)
-    init_key, data_seed_key, sample_key, eval_key = jax.random.split(root, 4)
-    data_seed = int(jax.random.randint(data_seed_key, (), 0, 2**31 - 1))
+    fixed_labels = jnp.asarray(dataset.test_labels[:64])
+    # Model i of a multi-seed run draws everything from seed + i, as a single run with that seed would.
+    keys = [jax.random.split(jax.random.PRNGKey(config.seed + i), 4) for i in range(num_seeds)]
+    init_keys, data_seed_keys, sample_keys, eval_keys = (jnp.stack(k) for k in zip(*keys))
+    data_seeds = [int(jax.random.randint(k, (), 0, 2**31 - 1)) for k in data_seed_keys]
+    labelled = None
+    if config.get("num_labels", 0):
+        labelled = np.stack([data_lib.labelled_subset(dataset.train_labels, config.num_labels,
+                                                      config.num_classes, config.seed + i) for i in range(num_seeds)])
 
-    state = jax.jit(model.init)(init_key)  # one compiled (and cached) call, not hundreds of eager ops
+    # The init, vmapped over seeds: one compiled (and cached) call, not hundreds of eager ops.
+    if num_seeds == 1:
+        state = jax.jit(model.init, out_shardings=layout.state)(init_keys[0])
+        data_seed, labelled = data_seeds[0], None if labelled is None else jnp.asarray(labelled[0])
+        prepare = jax.jit(model.prepare_eval)
+        eval_keys = eval_keys[0]
+    else:
+        state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(init_keys)
+        data_seed, labelled = data_seeds, None if labelled is None else jnp.asarray(labelled)
+        prepare = jax.jit(jax.vmap(model.prepare_eval, in_axes=(0, None, 0)))
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
 
     def check_meta(meta):
@@ -230,32 +280,36 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         state = restored
         log.info("resumed from step %d in %s", start, workdir)
         writers.truncate_metrics(workdir, start)  # steps after the checkpoint are trained again
-    step = int(state.step)
+    step = int(state.step if num_seeds == 1 else state.step[0])
 
-    chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed)
-    prepare = jax.jit(model.prepare_eval)
+    chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed, labelled,
+                                config.get("labelled_batch_size", 0), num_seeds, layout)
     recon_fn = jax.jit(model.reconstruct)
     sample_fn = jax.jit(model.sample, static_argnums=2)
+    fold_in = jax.vmap(jax.random.fold_in, (0, None)) if num_seeds > 1 else jax.random.fold_in
     metrics_out = writers.MetricWriter(workdir)
     progress = _Progress(config.num_steps)
 
     def meta():
-        return {"model": config.model, "step": step, "config": config_dict(config)}
+        return {"model": config.model, "step": step, "num_seeds": num_seeds, "config": config_dict(config)}
 
     def save_eval_state(s):
         # BatchNorm population statistics (BiGAN) are recomputed before every save and grid; the
         # training steps use batch statistics, so this does not change what is learned.
-        return prepare(s, images, jax.random.fold_in(eval_key, step))
+        return prepare(s, images, fold_in(eval_keys, step))
 
-    def write_samples(s):
-        recon = np.asarray(recon_fn(s, fixed_inputs))
+    def write_samples(s):  # of the first model when there are several
+        s = s if num_seeds == 1 else jax.tree_util.tree_map(lambda x: x[0], s)
+        recon = np.asarray(recon_fn(s, fixed_inputs, fixed_labels))
         grid = writers.image_grid(writers.side_by_side(np.asarray(fixed_inputs), recon), ncols=8)
         writers.save_png(workdir / "samples" / f"recon_{step:07d}.png", grid)
         metrics_out.image("reconstructions", step, grid)
-        samples = np.asarray(sample_fn(s, sample_key, 64))
+        samples = np.asarray(sample_fn(s, sample_keys[0], 64))
         grid = writers.image_grid(samples, ncols=8)
         writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
         metrics_out.image("samples", step, grid)
+
+    fetch = jax.device_get if jax.process_count() == 1 else multihost_utils.process_allgather
 
     def finish(pending, step):
         """Waits for a dispatched chunk; returns (metrics on host, an error message or None).
@@ -263,15 +317,17 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         Non-finite metrics stop the run unless config.skip_nonfinite (then those updates were
         skipped by the optimizer); a non-finite state always does.
         """
-        metrics, finite = jax.device_get(pending[1:])  # the chunk's only host transfer
+        metrics, finite = fetch(pending[1:])  # the chunk's only host transfer
         kept = f"nothing was saved after step {step} (last checkpoint kept)"
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
         if bad and not config.skip_nonfinite:
-            first = int(np.argmax(~np.isfinite(metrics[bad[0]])))
-            return metrics, f"non-finite {', '.join(bad)} at step {step + first + 1}; {kept}"
-        if not finite:
+            where = np.argwhere(~np.isfinite(metrics[bad[0]]))[0]  # (step[, seed])
+            seed = f" (seed index {where[1]})" if len(where) > 1 else ""
+            return metrics, f"non-finite {', '.join(bad)} at step {step + where[0] + 1}{seed}; {kept}"
+        if not np.all(finite):
+            seeds = f" (seed indices {np.flatnonzero(~np.asarray(finite)).tolist()})" if num_seeds > 1 else ""
             return metrics, (f"the training state became non-finite between steps {step} and "
-                             f"{step + len(next(iter(metrics.values())))}; {kept}")
+                             f"{step + len(next(iter(metrics.values())))}{seeds}; {kept}")
         return metrics, None
 
     t_start, compile_s, pending = time.perf_counter(), None, None
@@ -293,7 +349,11 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
                 rows = np.stack([~np.isfinite(v) for v in metrics.values()]).any(axis=0)
                 scalars["skipped_updates"] = float(rows.sum())  # in this chunk
             scalars["steps_per_sec"] = length / dt
-            metrics_out.write(step, scalars)
+            per_seed = None
+            if num_seeds > 1:  # means over seeds above; each model's own in the JSON line
+                scalars["model_steps_per_sec"] = num_seeds * length / dt
+                per_seed = {k: np.nanmean(v, axis=0).tolist() for k, v in metrics.items()}
+            metrics_out.write(step, scalars, per_seed)
             progress.update(step, length / dt, scalars)
             last = step == config.num_steps
             want_samples = step // config.sample_every > prev_step // config.sample_every or last
@@ -314,7 +374,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         if pending is not None:  # interrupted while a chunk ran: its input state is donated, so
             _, error = finish(pending, step)  # finish it and keep its result if it is finite
             if error is None:
-                state, step = pending[0], int(pending[0].step)
+                state, step = pending[0], int(np.ravel(pending[0].step)[0])
         if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in ckpt.steps():
             log.warning("interrupted: saving a checkpoint at step %d", step)
             ckpt.save(step, save_eval_state(state), meta())

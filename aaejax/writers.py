@@ -48,12 +48,15 @@ class MetricWriter:
         self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
         self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
-    def write(self, step: int, scalars: dict) -> None:
+    def write(self, step: int, scalars: dict, per_seed: dict | None = None) -> None:
+        """scalars go to both; per_seed ({name: [value per model]}) to the JSON line only."""
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
         for k, v in record.items():
             if k != "step":
                 self._tb.add_scalar(k, v, step)
+        if per_seed:
+            record["per_seed"] = per_seed
+        self._jsonl.write(json.dumps(record) + "\n")
 
     def image(self, tag: str, step: int, grid: np.ndarray) -> None:
         self._tb.add_image(tag, grid[None], step, dataformats="CHW")

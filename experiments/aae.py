@@ -1,12 +1,22 @@
 """Adversarial autoencoder on MNIST: `python -m experiments.aae [--workdir=DIR] [--steps=N]`.
 
-Variants: `seed` (default; the Keras reference) and `paper` (the AAE paper's Parzen set-up:
-8-d Gaussian prior with std 5, 1200 hidden units): --config=experiments/aae.py:paper
+Variants (--config=experiments/aae.py:<variant>):
+- `seed` (default): the Keras reference (10-d N(0, I) prior).
+- `paper`: the AAE paper's Parzen set-up: 8-d Gaussian prior with std 5, 1200 hidden units.
+- `mixture`, `swiss_roll`: 2-D priors (a mixture of 10 Gaussians, a swiss roll); `mixture_cond`,
+  `swiss_roll_cond`: the same with the label-conditioned discriminator (paper, Figure 4).
+- `supervised`: the decoder gets the one-hot label, the latent is a style code (Figure 6).
+- `semi_supervised`: categorical + style latent, two discriminators, 100 labels (Table 2).
+- `clustering`: the same without labels, 16 clusters (Table 3).
 """
 
 import ml_collections
 
 from aaejax import configs
+
+
+VARIANTS = ("seed", "paper", "mixture", "mixture_cond", "swiss_roll", "swiss_roll_cond", "supervised",
+            "semi_supervised", "clustering")
 
 
 def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
@@ -23,9 +33,20 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.prior_scale = 1.0
     c.prior_low = 0.0
     c.prior_high = 1.0
+    c.prior_radius = 2.0  # mixture2d: the components' distance from the origin
+    c.prior_conditioned = False  # D also sees the one-hot label (2-D priors: component = label)
+    c.supervised = False  # the decoder also gets the one-hot label
+    c.num_classes = 10
     # Losses: w_rec * MSE([-1,1] pixels) + w_adv * BCE(D(E(x)), real).
     c.recon_weight = 0.999
     c.adv_weight = 0.001
+    # Categorical AAE (aae_kind="categorical", see aaejax/aae_categorical.py).
+    c.aae_kind = "basic"
+    c.num_categories = 10
+    c.style_dim = 10
+    c.num_labels = 0  # > 0: semi-supervised with that many labelled examples (balanced, by seed)
+    c.labelled_batch_size = 100
+    c.supervised_weight = 1.0
     # Artifacts.
     c.log_every = 200
     c.sample_every = 1000
@@ -35,8 +56,33 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
         c.prior_scale = 5.0
         c.hidden = (1200, 1200)
         c.disc_hidden = (1200, 1200)
+    elif variant in ("mixture", "mixture_cond", "swiss_roll", "swiss_roll_cond"):
+        c.latent_dim = 2
+        c.prior = "mixture2d" if variant.startswith("mixture") else "swiss_roll"
+        c.prior_conditioned = variant.endswith("_cond")
+        c.hidden = c.disc_hidden = (1000, 1000)
+        c.batch_size = 100
+        c.recon_weight, c.adv_weight = 1.0, 0.01
+        c.num_steps = 30000
+    elif variant == "supervised":
+        c.supervised = True
+        c.latent_dim = 10  # the style code
+        c.hidden = c.disc_hidden = (1000, 1000)
+        c.batch_size = 100
+        c.recon_weight, c.adv_weight = 1.0, 0.01
+    elif variant in ("semi_supervised", "clustering"):
+        c.aae_kind = "categorical"
+        c.hidden = c.disc_hidden = (1000, 1000)
+        c.batch_size = 100
+        c.recon_weight, c.adv_weight = 1.0, 0.1
+        c.lr = 5e-4
+        c.num_steps = 30000
+        if variant == "semi_supervised":
+            c.num_labels = 100
+        else:
+            c.num_categories, c.style_dim = 16, 5
     elif variant != "seed":
-        raise ValueError(f"unknown aae variant {variant!r}; choose seed or paper")
+        raise ValueError(f"unknown aae variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return c
 
 

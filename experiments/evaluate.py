@@ -42,7 +42,8 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     timings = {}
 
     t = time.perf_counter()
-    out["recon_mse"] = ev.recon_mse(m.reconstruct, test)
+    test_labels = jnp.asarray(ds.test_labels)
+    out["recon_mse"] = ev.recon_mse(m.reconstruct, test, test_labels)
     out["recon_mse_mean_image"] = float(jnp.mean(jnp.square(test - train.mean(0))))
     timings["recon"] = time.perf_counter() - t
 
@@ -65,6 +66,17 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     # from the Parzen fit, not from the model's training).
     out.update(ev.parzen(samples, train[-1000:], test))
     timings["parzen"] = time.perf_counter() - t
+
+    if hasattr(m.model, "classify"):  # the categorical AAE: its y head is a classifier / clusterer
+        t = time.perf_counter()
+        cls = jax.jit(m.model.classify)
+        y_train = np.asarray(ev.batched(lambda x: cls(m.state, x), train).argmax(-1))
+        y_test = np.asarray(ev.batched(lambda x: cls(m.state, x), test).argmax(-1))
+        if m.config.num_labels:
+            out["test_error"] = float(np.mean(y_test != np.asarray(ds.test_labels)))
+        out.update(ev.cluster_errors(y_train, ds.train_labels, y_test, ds.test_labels, m.model.num_categories))
+        out["clusters_used"] = int(len(np.unique(y_test)))
+        timings["classify"] = time.perf_counter() - t
 
     t = time.perf_counter()
     enc = jax.jit(m.model.encode)
@@ -90,6 +102,7 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import jax
     import jax.numpy as jnp
     import matplotlib.pyplot as plt
     import numpy as np
@@ -99,7 +112,7 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     fig_dir = workdir / "eval"
     fig_dir.mkdir(exist_ok=True)
     writers.save_png(fig_dir / "samples.png", writers.image_grid(np.asarray(samples[:100]), ncols=10))
-    recon = np.asarray(m.reconstruct(test[:50]))
+    recon = np.asarray(m.reconstruct(test[:50], test_labels[:50]))
     writers.save_png(fig_dir / "reconstructions.png",
                      writers.image_grid(writers.side_by_side(np.asarray(test[:50]), recon, ncols=10), ncols=10))
 
@@ -121,8 +134,23 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     pairs = np.asarray(z_test)[:16].reshape(8, 2, -1)
     alphas = np.linspace(0, 1, 10)[None, :, None]
     codes = pairs[:, :1] * (1 - alphas) + pairs[:, 1:] * alphas
-    imgs = np.asarray(m.decode(jnp.asarray(codes.reshape(80, -1), jnp.float32)))
+    pair_labels = np.repeat(test_labels[:16:2], 10)  # (supervised AAE: rendered as the first's class)
+    imgs = np.asarray(m.decode(jnp.asarray(codes.reshape(80, -1), jnp.float32),
+                               pair_labels if m.config.get("supervised") else None))
     writers.save_png(fig_dir / "interpolations.png", writers.image_grid(imgs, ncols=10))
+
+    # Style x class: rows share a style code, columns are the classes / categories (supervised and
+    # categorical AAEs, the paper's Figures 6, 8 and 9).
+    num_cols = getattr(m.model, "num_categories", 10) if m.config.get("aae_kind") == "categorical" else (
+        10 if m.config.get("supervised") else 0)
+    if num_cols:
+        style_dim = m.model.style_dim if hasattr(m.model, "style_dim") else m.latent_dim
+        styles = m.model.prior.sample(jax.random.PRNGKey(7), (10, style_dim))
+        if hasattr(m.model, "style_dim"):  # the categorical code: [categories | style]
+            styles = jnp.concatenate([jnp.zeros((10, num_cols)), styles], -1)
+        codes = jnp.repeat(styles, num_cols, axis=0)
+        imgs = np.asarray(m.decode(codes, jnp.tile(jnp.arange(num_cols), 10)))
+        writers.save_png(fig_dir / "styles.png", writers.image_grid(imgs, ncols=num_cols))
 
     records = writers.read_metrics(workdir)
     if records:

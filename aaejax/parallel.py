@@ -1,0 +1,97 @@
+"""Devices: one `Mesh` over all of them, and where the seed axis and the batch go on it.
+
+`config.shard`:
+- "seeds": the leading seed axis of the state and the batch is split over the devices (each
+  device trains num_seeds / num_devices models; no communication in the step);
+- "batch": parameters replicated, the batch split over the devices; XLA inserts the gradient
+  (and BatchNorm statistic) all-reduces, so the result matches one device with the same global
+  batch up to floating-point reassociation;
+- "none": everything replicated (one device's work repeated);
+- "auto": "seeds" when num_seeds > 1 divides evenly, else "batch" when batch_size does, else
+  "none". With one device every mode is the same computation.
+Multi-host: `initialize_distributed()` calls `jax.distributed.initialize()` when the standard
+environment says the job has several processes; the mesh then spans every process's devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+AXIS = "devices"
+MODES = ("auto", "seeds", "batch", "none")
+
+
+def initialize_distributed() -> bool:
+    """jax.distributed.initialize() for multi-process jobs (JAX_COORDINATOR_ADDRESS with
+    JAX_NUM_PROCESSES / JAX_PROCESS_ID, or Slurm / Open MPI, which JAX detects itself)."""
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                                   int(env["JAX_PROCESS_ID"]))
+        return True
+    if int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def resolve_mode(config, num_devices: int) -> str:
+    mode = config.shard
+    if mode not in MODES:
+        raise ValueError(f"unknown shard mode {mode!r}; choose one of {', '.join(MODES)}")
+    seeds, batch = int(config.num_seeds), int(config.batch_size)
+    if mode == "auto":
+        if num_devices == 1:
+            return "none"
+        if seeds > 1 and seeds % num_devices == 0:
+            return "seeds"
+        return "batch" if batch % num_devices == 0 else "none"
+    if mode == "seeds" and seeds % num_devices:
+        raise ValueError(f"shard=seeds needs num_seeds ({seeds}) divisible by the {num_devices} devices")
+    if mode == "batch" and batch % num_devices:
+        raise ValueError(f"shard=batch needs batch_size ({batch}) divisible by the {num_devices} devices")
+    return mode
+
+
+class Layout:
+    """Shardings of the state, the dataset and each step's batch for one run."""
+
+    def __init__(self, config, devices=None):
+        devices = list(devices or jax.devices())
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self.mode = resolve_mode(config, len(devices))
+        self.seed_axis = int(config.num_seeds) > 1
+        self.replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def state(self) -> NamedSharding:
+        """Every state leaf (with a leading seed axis when num_seeds > 1)."""
+        return NamedSharding(self.mesh, P(AXIS)) if self.mode == "seeds" else self.replicated
+
+    @property
+    def batch(self) -> NamedSharding:
+        """Each batch leaf: [B, ...], or [S, B, ...] with seeds."""
+        if self.mode == "seeds":
+            return NamedSharding(self.mesh, P(AXIS))
+        if self.mode == "batch":
+            return NamedSharding(self.mesh, P(None, AXIS) if self.seed_axis else P(AXIS))
+        return self.replicated
+
+    def constrain_state(self, state):
+        return jax.lax.with_sharding_constraint(state, jax.tree_util.tree_map(lambda _: self.state, state))
+
+    def constrain_batch(self, batch):
+        return jax.lax.with_sharding_constraint(batch, jax.tree_util.tree_map(lambda _: self.batch, batch))
+
+    def put_replicated(self, x: np.ndarray) -> jax.Array:
+        """A host array copied to every device (works across processes: built from local data)."""
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, self.replicated, lambda idx: x[idx])
