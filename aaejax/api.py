@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from aaejax import configs
-from aaejax.checkpoint import CheckpointError, Checkpointer, abstract_like
+from aaejax.checkpoint import CheckpointError, Checkpointer
 
 
 class LoadedModel:
@@ -59,8 +59,9 @@ class LoadedModel:
         return self.decode(self.encode(x), labels)
 
 
-def load(workdir: str | Path) -> LoadedModel:
-    """Loads the newest readable checkpoint of the run in `workdir`."""
+def load(workdir: str | Path, seed_index: int = 0) -> LoadedModel:
+    """Loads the newest readable checkpoint of the run in `workdir`; of a multi-seed run
+    (config.num_seeds > 1), model `seed_index` (trained from seed config.seed + seed_index)."""
     from aaejax.trainer import build_model
 
     workdir = Path(workdir)
@@ -74,10 +75,21 @@ def load(workdir: str | Path) -> LoadedModel:
     model = build_model(config)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
     try:
-        target = abstract_like(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+        num_seeds = int(config.num_seeds)
+        if not 0 <= seed_index < num_seeds:
+            raise ValueError(f"seed_index must be in 0..{num_seeds - 1} for the run in {workdir}, got {seed_index}")
+        keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+        init = model.init if num_seeds == 1 else jax.vmap(model.init)
+        shape = jax.eval_shape(init, keys[0] if num_seeds == 1 else keys)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # wherever it was trained
+        target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shape)
         state, step = ckpt.restore(target)
     finally:
         ckpt.close()
     if state is None:
         raise CheckpointError(f"{workdir} holds no checkpoint")
-    return LoadedModel(model, state, config, step)
+    if num_seeds > 1:
+        state = jax.tree_util.tree_map(lambda x: x[seed_index], state)
+    loaded = LoadedModel(model, state, config, step)
+    loaded.seed_index, loaded.num_seeds = seed_index, num_seeds
+    return loaded

@@ -24,6 +24,33 @@ FLAGS = flags.FLAGS
 
 def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool = True,
              knn_pixels: bool = True, classifier_cache: str | None = None, dataset=None) -> dict:
+    """Evaluates the run in `workdir` and writes eval.json. A multi-seed run is evaluated model by
+    model: eval.json then holds each one's report under "seeds" and the mean and standard
+    deviation over seeds of every number under "mean" / "std"; figures are of model 0."""
+    import numpy as np
+
+    from aaejax import configs
+
+    workdir = Path(workdir)
+    num_seeds = int(configs.fill_defaults(json.loads((workdir / "config.json").read_text()))["num_seeds"]) \
+        if (workdir / "config.json").exists() else 1
+    reports = [_evaluate_one(workdir, i, num_samples, use_classifier, knn_pixels and i == 0, classifier_cache,
+                             dataset) for i in range(num_seeds)]
+    if num_seeds == 1:
+        out = reports[0]
+    else:
+        numeric = [k for k, v in reports[0].items() if isinstance(v, (int, float)) and k != "step"]
+        out = {k: reports[0][k] for k in ("model", "variant", "step", "dataset")}
+        out["num_seeds"] = num_seeds
+        out["mean"] = {k: float(np.mean([r[k] for r in reports if k in r])) for k in numeric}
+        out["std"] = {k: float(np.std([r[k] for r in reports if k in r])) for k in numeric}
+        out["seeds"] = reports
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifier: bool, knn_pixels: bool,
+                  classifier_cache, dataset) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -32,8 +59,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     from aaejax import data as data_lib
     from aaejax import evaluation as ev
 
-    workdir = Path(workdir)
-    m = aaejax.load(workdir)
+    m = aaejax.load(workdir, seed_index)
     ds = dataset or data_lib.load(m.config.dataset, m.config.data_dir or None)
     test = jnp.asarray(ds.test_images, jnp.float32) / 255.0
     train = jnp.asarray(ds.train_images, jnp.float32) / 255.0
@@ -92,9 +118,9 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         out["knn1_acc_pixels"] = ev.knn1_accuracy(train, ds.train_labels, test, ds.test_labels)
     timings["features"] = time.perf_counter() - t
     out["seconds"] = timings
-
-    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
-    _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
+    out["seed_index"] = seed_index
+    if seed_index == 0:
+        _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
     return out
 
 
@@ -176,6 +202,9 @@ def main(argv):
                        FLAGS.classifier_cache)
     except (CheckpointError, DataError) as e:
         sys.exit(f"error: {e}")
+    if "mean" in out:
+        for k, v in out["mean"].items():
+            print(f"{k:>26}  {v:.4f} ± {out['std'][k]:.4f}  (over {out['num_seeds']} seeds)")
     for k, v in out.items():
         if isinstance(v, float):
             print(f"{k:>26}  {v:.4f}")

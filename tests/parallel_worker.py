@@ -1,0 +1,59 @@
+"""Trains tiny runs in a fresh process whose device count comes from XLA_FLAGS (see
+test_parallel.py) and saves their final parameters to an .npz for comparison across processes.
+
+usage: python tests/parallel_worker.py OUT_DIR
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["AAEJAX_OFFLINE"] = "1"
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import aaejax  # noqa: E402
+from aaejax import trainer  # noqa: E402
+from conftest import bars_dataset, tiny_aae_config, tiny_bigan_config  # noqa: E402
+
+
+def flat(tree) -> dict:
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def main(out: Path) -> None:
+    bars = bars_dataset()
+    n = jax.device_count()
+    runs = {
+        # data parallel: BatchNorm (BiGAN) statistics and gradients all-reduced over the devices
+        "bigan_batch": tiny_bigan_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, shard="batch"),
+        "aae_batch": tiny_aae_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, shard="batch"),
+        # 8 seeds, one model per device
+        "aae_seeds": tiny_aae_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, num_seeds=8,
+                                     shard="seeds"),
+    }
+    if n == 1:
+        for c in runs.values():
+            c.shard = "none"
+    arrays = {}
+    for name, config in runs.items():
+        state = trainer.train(config, out / name, bars)
+        leaf = jax.tree_util.tree_leaves(state.nets)[0]
+        arrays[f"{name}/num_shards"] = np.array(len(leaf.sharding.device_set))
+        arrays.update({f"{name}/{k}": v for k, v in flat(state.nets).items()})
+    # Resume on this device count: 3 steps, then to 6 from the (sharded) checkpoint.
+    config = tiny_bigan_config(num_steps=3, log_every=3, checkpoint_every=3, sample_every=3,
+                               shard="batch" if n > 1 else "none")
+    trainer.train(config, out / "resumed", bars)
+    config.num_steps = 6
+    arrays.update({f"resumed/{k}": v for k, v in flat(trainer.train(config, out / "resumed", bars).nets).items()})
+    arrays["device_count"] = np.array(n)
+    arrays["loaded_seed3"] = np.asarray(aaejax.load(out / "aae_seeds", seed_index=3).encode(np.zeros((1, 28, 28, 1))))
+    np.savez(out / "params.npz", **arrays)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
