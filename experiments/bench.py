@@ -27,6 +27,8 @@ flags.DEFINE_list("batch_sizes", ["128", "32"], "Batch sizes.")
 flags.DEFINE_float("seconds", 10.0, "Approximate measuring time per configuration and implementation.")
 flags.DEFINE_bool("torch", True, "Also measure the PyTorch eager reference (needs the bench extra).")
 flags.DEFINE_bool("first_step", True, "Measure cold/warm-cache time to the first trained step.")
+flags.DEFINE_list("seed_counts", [], "Also measure num_seeds vmapped models at these counts (e.g. 1,4,16,64), "
+                  "at the first batch size; model-steps/s and the speed-up over one model.")
 flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
 FLAGS = flags.FLAGS
 
@@ -108,6 +110,39 @@ def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
             "device": name, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
+def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float, steps: int = 50) -> dict:
+    """num_seeds models in one vmapped chunk, sharded over the devices like `make train` does."""
+    import jax
+    import jax.numpy as jnp
+
+    from aaejax import parallel, trainer
+
+    config = _config(model_name, batch_size)
+    config.num_seeds = num_seeds
+    model = trainer.build_model(config)
+    layout = parallel.Layout(config)
+    images, labels = layout.put_replicated(_dataset()), layout.put_replicated(jnp.zeros((N_TRAIN,), jnp.int32))
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    if num_seeds == 1:
+        state = jax.jit(model.init, out_shardings=layout.state)(keys[0])
+        seeds = 0
+    else:
+        state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
+        seeds = list(range(num_seeds))
+    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, num_seeds=num_seeds, layout=layout)
+    state, m, _ = chunk(state, images, labels, length=steps)
+    jax.block_until_ready(m)
+    n, t = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - t < seconds:
+        state, m, _ = chunk(state, images, labels, length=steps)
+        jax.block_until_ready(m)
+        n += steps
+    sps = n / (time.perf_counter() - t)
+    return {"bench": "seeds", "model": model_name, "batch_size": batch_size, "num_seeds": num_seeds,
+            "shard": layout.mode, "steps_per_sec": round(sps, 2), "model_steps_per_sec": round(sps * num_seeds, 2),
+            "device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count()}
+
+
 def _first_step_child(model_name: str) -> None:
     """In a fresh process, as `make train` does it: imports, data to the device, init, compile,
     then the first chunk. Prints the time to the compiled chunk and to the first trained step
@@ -128,7 +163,7 @@ def _first_step_child(model_name: str) -> None:
     chunk = trainer.make_train_chunk(model, config.batch_size, N_TRAIN, data_seed=0)
     compiled = chunk.lower(state, images, labels, length=config.log_every).compile()
     t_compiled = time.perf_counter() - t0
-    state, m = compiled(state, images, labels)
+    state, m, _ = compiled(state, images, labels)
     jax.block_until_ready(m)
     t_chunk = time.perf_counter() - t0
     print(json.dumps({"to_compiled_s": t_compiled, "first_chunk_s": t_chunk,
@@ -172,6 +207,15 @@ def main(argv):
                 ratio = rows["aaejax"]["steps_per_sec"] / rows["torch"]["steps_per_sec"]
                 print(json.dumps({"bench": "ratio", "model": model_name, "batch_size": bs,
                                   "aaejax_over_torch": round(ratio, 3)}), flush=True)
+    for model_name in FLAGS.models if FLAGS.seed_counts else []:
+        base = None
+        for count in map(int, FLAGS.seed_counts):
+            row = bench_seeds(model_name, int(FLAGS.batch_sizes[0]), count, FLAGS.seconds)
+            if count == 1:
+                base = row["model_steps_per_sec"]
+            if base:
+                row["speedup_over_one_model"] = round(row["model_steps_per_sec"] / base, 2)
+            print(json.dumps(row), flush=True)
     if FLAGS.first_step:
         for model_name in FLAGS.models:
             for row in bench_first_step(model_name):

@@ -198,6 +198,26 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
     chex.assert_trees_all_close(model.sample(7, seed=1), model.sample(7, seed=1))
 
 
+def test_cli_variant_with_seeds_and_overwrite(tmp_path):
+    """A named variant with two vmapped seeds from the command line; a different config on the
+    same work dir is refused, then replaced with --overwrite."""
+    workdir = tmp_path / "run"
+    args = [f"--workdir={workdir}", "--config=experiments/aae.py:semi_supervised", "--steps=4",
+            "--config.num_seeds=2", "--config.hidden=(32,32)", "--config.disc_hidden=(16,16)",
+            "--config.style_dim=2", "--config.num_labels=10", "--config.batch_size=16",
+            "--config.labelled_batch_size=8", "--config.log_every=2"]
+    proc = _run_cli("experiments.aae", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and len(records[-1]["per_seed"]["supervised_ce"]) == 2
+    assert aaejax.load(workdir, seed_index=1).sample(3).shape == (3, 28, 28, 1)
+    proc = _run_cli("experiments.aae", args + ["--config.style_dim=3"], tmp_path)
+    assert proc.returncode != 0 and "style_dim: 2 -> 3" in proc.stderr and "--overwrite" in proc.stderr
+    proc = _run_cli("experiments.aae", args + ["--config.style_dim=3", "--overwrite"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((workdir / "config.json").read_text())["style_dim"] == 3
+
+
 def test_cli_bad_flag_is_a_clear_error(tmp_path):
     proc = _run_cli("experiments.aae", [f"--workdir={tmp_path}", "--config.no_such_field=1"], tmp_path)
     assert proc.returncode != 0
