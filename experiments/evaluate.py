@@ -39,7 +39,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     if num_seeds == 1:
         out = reports[0]
     else:
-        numeric = [k for k, v in reports[0].items() if isinstance(v, (int, float)) and k != "step"]
+        numeric = [k for k, v in reports[0].items() if isinstance(v, (int, float)) and k not in ("step", "seed_index")]
         out = {k: reports[0][k] for k in ("model", "variant", "step", "dataset")}
         out["num_seeds"] = num_seeds
         out["mean"] = {k: float(np.mean([r[k] for r in reports if k in r])) for k in numeric}
@@ -194,6 +194,9 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
     from aaejax.checkpoint import CheckpointError
     from aaejax.data import DataError
 
