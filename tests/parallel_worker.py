@@ -30,7 +30,6 @@ def main(out: Path) -> None:
     runs = {
         # data parallel: BatchNorm (BiGAN) statistics and gradients all-reduced over the devices
         "bigan_batch": tiny_bigan_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, shard="batch"),
-        "aae_batch": tiny_aae_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, shard="batch"),
         # 8 seeds, one model per device
         "aae_seeds": tiny_aae_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=6, num_seeds=8,
                                      shard="seeds"),
