@@ -9,6 +9,10 @@ scan each step gathers its batch on the device from the epoch's permutation, whi
 from (data seed, epoch) alone -- so the data order survives a resume mid-epoch -- and recomputed
 only when a new epoch starts. Logging, sample grids and checkpoints happen between chunks, where
 the only host transfer is the chunk's stacked metrics ([K] scalars each).
+
+Scale: with num_seeds > 1 the state has a leading seed axis and the step is vmapped over it
+(each model its own data order); parallel.Layout places the seed axis or the batch on the
+device mesh, so the same chunk runs on one device or many.
 """
 
 from __future__ import annotations
