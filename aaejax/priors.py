@@ -38,8 +38,13 @@ class Uniform:
         return jax.random.uniform(key, shape, jnp.float32, self.low, self.high)
 
 
-def _components(key, batch: int, num: int, labels):
-    return jax.random.randint(key, (batch,), 0, num) if labels is None else labels.astype(jnp.int32)
+def _components_2d(key, shape, num: int, labels):
+    """(component [B] -- the labels, or uniform draws without them -- and a fresh key)."""
+    batch, dim = shape
+    assert dim == 2, f"a 2-D prior needs latent_dim 2, got {dim}"
+    k_comp, key = jax.random.split(key)
+    comp = jax.random.randint(k_comp, (batch,), 0, num) if labels is None else labels.astype(jnp.int32)
+    return comp, key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +57,8 @@ class GaussianMixture2D:
     scale: float = 1.0
 
     def sample(self, key: jax.Array, shape, labels=None) -> jax.Array:
-        batch, dim = shape
-        assert dim == 2, f"a 2-D prior needs latent_dim 2, got {dim}"
-        k_comp, k_noise = jax.random.split(key)
-        comp = _components(k_comp, batch, self.num_components, labels)
-        noise = jax.random.normal(k_noise, (batch, 2)) * jnp.array([0.5, 0.1]) * self.scale
+        comp, k_noise = _components_2d(key, shape, self.num_components, labels)
+        noise = jax.random.normal(k_noise, (shape[0], 2)) * jnp.array([0.5, 0.1]) * self.scale
         x, y = noise[:, 0] + self.radius, noise[:, 1]
         angle = 2 * math.pi * comp / self.num_components
         return jnp.stack([x * jnp.cos(angle) - y * jnp.sin(angle), x * jnp.sin(angle) + y * jnp.cos(angle)], -1)
@@ -71,11 +73,8 @@ class SwissRoll2D:
     scale: float = 1.0
 
     def sample(self, key: jax.Array, shape, labels=None) -> jax.Array:
-        batch, dim = shape
-        assert dim == 2, f"a 2-D prior needs latent_dim 2, got {dim}"
-        k_comp, k_u = jax.random.split(key)
-        comp = _components(k_comp, batch, self.num_components, labels)
-        u = (comp + jax.random.uniform(k_u, (batch,))) / self.num_components
+        comp, k_u = _components_2d(key, shape, self.num_components, labels)
+        u = (comp + jax.random.uniform(k_u, (shape[0],))) / self.num_components
         r, angle = 3.0 * self.scale * jnp.sqrt(u), 4.0 * math.pi * jnp.sqrt(u)
         return jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)], -1)
 

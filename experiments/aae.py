@@ -47,10 +47,6 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.num_labels = 0  # > 0: semi-supervised with that many labelled examples (balanced, by seed)
     c.labelled_batch_size = 100
     c.supervised_weight = 1.0
-    # Artifacts.
-    c.log_every = 200
-    c.sample_every = 1000
-    c.checkpoint_every = 5000
     if variant == "paper":
         c.latent_dim = 8
         c.prior_scale = 5.0
