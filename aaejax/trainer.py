@@ -283,7 +283,9 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     if restored is not None:
         state = restored
         log.info("resumed from step %d in %s", start, workdir)
-        writers.truncate_metrics(workdir, start)  # steps after the checkpoint are trained again
+    # Steps after the checkpoint are trained (and logged) again; with none -- a run killed before
+    # its first save committed -- that is every step.
+    writers.truncate_metrics(workdir, start if restored is not None else 0)
     step = int(state.step if num_seeds == 1 else state.step[0])
 
     chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed, labelled,

@@ -93,6 +93,16 @@ def test_resume_continues_to_the_same_parameters(tmp_path, bars):
     chex.assert_trees_all_equal(full, resumed)
 
 
+def test_killed_before_the_first_checkpoint_starts_over_cleanly(tmp_path, bars):
+    """Metrics logged before any checkpoint committed (a kill in between) are not kept twice."""
+    trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before the first save committed
+    trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
+    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20]
+
+
 def test_workdir_with_another_config_is_refused(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
     with pytest.raises(trainer.ConfigError, match="latent_dim"):
