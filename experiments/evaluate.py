@@ -30,37 +30,43 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     import numpy as np
 
     from aaejax import configs
+    from aaejax import data as data_lib
+    from aaejax.checkpoint import CheckpointError
 
     workdir = Path(workdir)
-    num_seeds = int(configs.fill_defaults(json.loads((workdir / "config.json").read_text()))["num_seeds"]) \
-        if (workdir / "config.json").exists() else 1
-    reports = [_evaluate_one(workdir, i, num_samples, use_classifier, knn_pixels and i == 0, classifier_cache,
-                             dataset) for i in range(num_seeds)]
+    if not (workdir / "config.json").exists():
+        raise CheckpointError(f"{workdir} holds no run (no config.json)")
+    config = configs.fill_defaults(json.loads((workdir / "config.json").read_text()))
+    num_seeds = int(config["num_seeds"])
+    dataset = dataset or data_lib.load(config["dataset"], config["data_dir"] or None)  # once for all seeds
+    # The baselines (random encoder, pixels) do not depend on the trained model: model 0 only.
+    reports = [_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
+                             classifier_cache, dataset) for i in range(num_seeds)]
     if num_seeds == 1:
         out = reports[0]
     else:
-        numeric = [k for k, v in reports[0].items() if isinstance(v, (int, float)) and k not in ("step", "seed_index")]
+        numeric = [k for k, v in reports[0].items() if isinstance(v, (int, float)) and k not in ("step", "seed_index")
+                   and all(k in r for r in reports)]  # the baselines live in seeds[0] only
         out = {k: reports[0][k] for k in ("model", "variant", "step", "dataset")}
         out["num_seeds"] = num_seeds
-        out["mean"] = {k: float(np.mean([r[k] for r in reports if k in r])) for k in numeric}
-        out["std"] = {k: float(np.std([r[k] for r in reports if k in r])) for k in numeric}
+        out["mean"] = {k: float(np.mean([r[k] for r in reports])) for k in numeric}
+        out["std"] = {k: float(np.std([r[k] for r in reports])) for k in numeric}
         out["seeds"] = reports
     (workdir / "eval.json").write_text(json.dumps(out, indent=2))
     return out
 
 
-def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifier: bool, knn_pixels: bool,
-                  classifier_cache, dataset) -> dict:
+def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifier: bool, random_baseline: bool,
+                  knn_pixels: bool, classifier_cache, dataset) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import aaejax
-    from aaejax import data as data_lib
     from aaejax import evaluation as ev
 
     m = aaejax.load(workdir, seed_index)
-    ds = dataset or data_lib.load(m.config.dataset, m.config.data_dir or None)
+    ds = dataset
     test = jnp.asarray(ds.test_images, jnp.float32) / 255.0
     train = jnp.asarray(ds.train_images, jnp.float32) / 255.0
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,
@@ -110,10 +116,11 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out["knn1_acc"] = ev.knn1_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
     out["linear_probe_acc"] = ev.linear_probe_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
     key = jax.random.PRNGKey(12345)
-    random_state = m.model.prepare_eval(m.model.init(key), jnp.asarray(ds.train_images), key)
-    r_train = ev.batched(lambda x: enc(random_state, x), train)
-    r_test = ev.batched(lambda x: enc(random_state, x), test)
-    out["knn1_acc_random_encoder"] = ev.knn1_accuracy(r_train, ds.train_labels, r_test, ds.test_labels)
+    if random_baseline:
+        random_state = m.model.prepare_eval(m.model.init(key), jnp.asarray(ds.train_images), key)
+        r_train = ev.batched(lambda x: enc(random_state, x), train)
+        r_test = ev.batched(lambda x: enc(random_state, x), test)
+        out["knn1_acc_random_encoder"] = ev.knn1_accuracy(r_train, ds.train_labels, r_test, ds.test_labels)
     if knn_pixels:
         out["knn1_acc_pixels"] = ev.knn1_accuracy(train, ds.train_labels, test, ds.test_labels)
     timings["features"] = time.perf_counter() - t
