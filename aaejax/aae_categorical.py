@@ -3,17 +3,19 @@
 The encoder q(y, z | x) has two heads: a categorical y (softmax over `num_categories`) and a
 style z. The decoder sees concat(softmax(y), z). Two discriminators impose the priors: D_cat
 learns one-hot samples of Cat(K) = real vs softmax(y) = fake, D_style learns N(0, s^2 I) = real
-vs z = fake. One step:
-  (1) both discriminators update on prior samples vs the current encodings;
-  (2) encoder and decoder update on
-        recon_weight * MSE(recon) + adv_weight * (BCE(D_cat(y), real) + BCE(D_style(z), real))
-        + supervised_weight * CE(y, label)   [on a labelled batch, semi-supervised only]
-      against the updated discriminators.
-The paper runs the reconstruction, regularisation and supervised phases as three sequential
-updates; here they are one weighted update per step (two forward passes fewer), with the weights
-in the config. With `num_labels` = 0 it is the clustering model (K = 16 in the paper's set-up);
-with `num_labels` > 0 the trainer supplies a labelled batch from a class-balanced subset chosen
-by the seed (`batch['labelled_image']`, `batch['labelled_label']`).
+vs z = fake. Losses (weights in the config):
+  reconstruction   recon_weight * MSE(decoder(y, z), x)                       encoder, decoder
+  regularisation   BCE of both discriminators on prior vs encodings           D_cat, D_style
+                   adv_weight * (BCE(D_cat(y), real) + BCE(D_style(z), real))
+                   + balance_weight * KL(batch-mean y || uniform)              encoder
+  supervised       supervised_weight * CE(y, label) on a labelled batch       encoder
+`phases="sequential"` (the paper's procedure) makes these three updates one after another in
+each step, each on the parameters the previous one left; `phases="joint"` updates the
+discriminators, then encoder and decoder once on the weighted sum (two forward passes fewer).
+`input_noise` > 0 trains a denoising encoder (it sees x + noise, the decoder rebuilds x).
+With `num_labels` = 0 it is the clustering model (K = 16 in the paper's set-up); with
+`num_labels` > 0 the trainer supplies a labelled batch from a class-balanced subset chosen by the
+seed (`batch['labelled_image']`, `batch['labelled_label']`).
 """
 
 from __future__ import annotations
@@ -68,62 +70,110 @@ class CategoricalAAE:
         cfg = self.config
         x = to_model(batch["image"])
         batch_size = x.shape[0]
-        k_cat, k_style = jax.random.split(state.step_key())
-        nets = dict(state.nets)
-        enc, dec = nets["encoder"], nets["decoder"]
-
-        (logits, z), enc_vjp = jax.vjp(lambda p: self.encoder.apply({"params": p}, x), enc.params)
-        y = jax.nn.softmax(logits)
+        k_cat, k_style, k_noise, k_noise_l = jax.random.split(state.step_key(), 4)
+        noise = float(cfg.get("input_noise", 0.0))
+        balance_weight = float(cfg.get("balance_weight", 0.0))
+        # A denoising encoder: it sees x + N(0, noise^2) (model scale [-1, 1]); the decoder still
+        # reconstructs the clean x. With few labels the noise guards the classifier against overfitting.
+        x_in = x + noise * jax.random.normal(k_noise, x.shape) if noise else x
         y_real = jax.nn.one_hot(jax.random.randint(k_cat, (batch_size,), 0, self.num_categories), self.num_categories)
         z_real = self.prior.sample(k_style, (batch_size, self.style_dim))
+        nets = dict(state.nets)
+        metrics = {}
+        encode = lambda p: self.encoder.apply({"params": p}, x_in)
 
-        # (1) Both discriminators, each on real and fake in one batched call.
-        d_metrics = {}
-        for name, real, fake in (("disc_category", y_real, y), ("disc_style", z_real, z)):
-            net, module = nets[name], getattr(self, name)
+        def update_discriminators(logits, z):
+            """Both discriminators, each on real and fake in one batched call."""
+            for name, real, fake in (("disc_category", y_real, jax.nn.softmax(logits)), ("disc_style", z_real, z)):
+                net, module = nets[name], getattr(self, name)
 
-            def d_loss_fn(p, real=real, fake=fake, module=module):
-                out = module.apply({"params": p}, jnp.concatenate([real, jax.lax.stop_gradient(fake)]))
-                r, f = jnp.split(out, 2)
-                return 0.5 * (losses.bce_logits(r, 1.0) + losses.bce_logits(f, 0.0)), (r, f)
+                def d_loss_fn(p, real=real, fake=fake, module=module):
+                    out = module.apply({"params": p}, jnp.concatenate([real, jax.lax.stop_gradient(fake)]))
+                    r, f = jnp.split(out, 2)
+                    return 0.5 * (losses.bce_logits(r, 1.0) + losses.bce_logits(f, 0.0)), (r, f)
 
-            (d_loss, (r, f)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(net.params)
-            nets[name] = net.apply_gradients(self.txs[name], grads)
-            short = name.removeprefix("disc_")
-            d_metrics[f"d_{short}_loss"] = d_loss
-            d_metrics[f"d_{short}_accuracy"] = losses.accuracy_logits(r, f)
+                (d_loss, (r, f)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(net.params)
+                nets[name] = net.apply_gradients(self.txs[name], grads)
+                short = name.removeprefix("disc_")
+                metrics[f"d_{short}_loss"] = d_loss
+                metrics[f"d_{short}_accuracy"] = losses.accuracy_logits(r, f)
 
-        # (2) Encoder (both heads) and decoder against the updated discriminators.
-        def ae_loss_fn(logits, z, dec_params):
+        def recon_loss(logits, z, dec_params):
+            recon = self.decoder.apply({"params": dec_params}, jnp.concatenate([jax.nn.softmax(logits), z], -1))
+            return losses.mse(recon, x)
+
+        def adv_losses(logits, z):
+            """(adv_cat, adv_style, balance): the encoder's GAN losses, and KL(batch-mean y || uniform)."""
             y = jax.nn.softmax(logits)
-            recon = self.decoder.apply({"params": dec_params}, jnp.concatenate([y, z], -1))
-            rec = losses.mse(recon, x)
             adv_cat = losses.bce_logits(self.disc_category.apply({"params": nets["disc_category"].params}, y), 1.0)
             adv_style = losses.bce_logits(self.disc_style.apply({"params": nets["disc_style"].params}, z), 1.0)
-            total = cfg.recon_weight * rec + cfg.adv_weight * (adv_cat + adv_style)
-            return total, (rec, adv_cat, adv_style)
+            mean_y = jnp.mean(y, 0)
+            balance = jnp.log(self.num_categories) + jnp.sum(mean_y * jnp.log(mean_y + 1e-12))
+            return adv_cat, adv_style, balance
 
-        (ae_loss, (rec, adv_cat, adv_style)), (g_logits, g_z, dec_grads) = jax.value_and_grad(
-            ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(logits, z, dec.params)
-        (enc_grads,) = enc_vjp((g_logits, g_z))
-        metrics = {}
-        if self.semi_supervised:
+        def supervised_grads(enc_params):
             xl = to_model(batch["labelled_image"])
+            if noise:
+                xl = xl + noise * jax.random.normal(k_noise_l, xl.shape)
 
             def sup_loss_fn(p):
                 lg, _ = self.encoder.apply({"params": p}, xl)
                 ce = optax.softmax_cross_entropy_with_integer_labels(lg, batch["labelled_label"]).mean()
                 return cfg.supervised_weight * ce, (ce, jnp.mean(jnp.argmax(lg, -1) == batch["labelled_label"]))
 
-            (_, (ce, acc)), sup_grads = jax.value_and_grad(sup_loss_fn, has_aux=True)(enc.params)
-            enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, sup_grads)
+            (_, (ce, acc)), grads = jax.value_and_grad(sup_loss_fn, has_aux=True)(enc_params)
             metrics.update(supervised_ce=ce, labelled_accuracy=acc)
-        nets["encoder"] = enc.apply_gradients(self.txs["encoder"], enc_grads)
-        nets["decoder"] = dec.apply_gradients(self.txs["decoder"], dec_grads)
+            return grads
 
-        metrics.update(d_metrics, ae_loss=ae_loss, recon_mse=rec, adv_category_loss=adv_cat,
-                       adv_style_loss=adv_style, mean_top_prob=jnp.mean(jnp.max(y, -1)),
-                       lr_autoencoder=self.schedules["encoder"](state.step))
+        if cfg.get("phases", "joint") == "sequential":
+            # The paper's three phases, each its own update: (a) reconstruction (encoder, decoder);
+            # (b) regularisation: the discriminators on the updated encoder's codes, then the
+            # encoder against them; (c) the supervised cross-entropy (encoder).
+            def rec_fn(enc_params, dec_params):
+                logits, z = encode(enc_params)
+                rec = recon_loss(logits, z, dec_params)
+                return cfg.recon_weight * rec, (rec, jnp.max(jax.nn.softmax(logits), -1).mean())
+
+            (_, (rec, top)), (enc_g, dec_g) = jax.value_and_grad(rec_fn, argnums=(0, 1), has_aux=True)(
+                nets["encoder"].params, nets["decoder"].params)
+            nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
+            nets["decoder"] = nets["decoder"].apply_gradients(self.txs["decoder"], dec_g)
+            logits, z = encode(nets["encoder"].params)
+            update_discriminators(logits, z)
+
+            def gen_fn(enc_params):
+                adv_cat, adv_style, balance = adv_losses(*encode(enc_params))
+                return cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance, (adv_cat, adv_style, balance)
+
+            (_, (adv_cat, adv_style, balance)), enc_g = jax.value_and_grad(gen_fn, has_aux=True)(nets["encoder"].params)
+            nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
+            if self.semi_supervised:
+                nets["encoder"] = nets["encoder"].apply_gradients(
+                    self.txs["encoder"], supervised_grads(nets["encoder"].params))
+            ae_loss = cfg.recon_weight * rec + cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance
+        else:
+            # One weighted update of encoder and decoder against the just-updated discriminators.
+            enc, dec = nets["encoder"], nets["decoder"]
+            (logits, z), enc_vjp = jax.vjp(encode, enc.params)
+            update_discriminators(logits, z)
+
+            def ae_loss_fn(logits, z, dec_params):
+                rec = recon_loss(logits, z, dec_params)
+                adv_cat, adv_style, balance = adv_losses(logits, z)
+                total = cfg.recon_weight * rec + cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance
+                return total, (rec, adv_cat, adv_style, balance)
+
+            (ae_loss, (rec, adv_cat, adv_style, balance)), (g_logits, g_z, dec_grads) = jax.value_and_grad(
+                ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(logits, z, dec.params)
+            (enc_grads,) = enc_vjp((g_logits, g_z))
+            if self.semi_supervised:
+                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, supervised_grads(enc.params))
+            nets["encoder"] = enc.apply_gradients(self.txs["encoder"], enc_grads)
+            nets["decoder"] = dec.apply_gradients(self.txs["decoder"], dec_grads)
+            top = jnp.mean(jnp.max(jax.nn.softmax(logits), -1))
+
+        metrics.update(ae_loss=ae_loss, recon_mse=rec, adv_category_loss=adv_cat, adv_style_loss=adv_style,
+                       category_balance_kl=balance, mean_top_prob=top, lr_autoencoder=self.schedules["encoder"](state.step))
         return state.replace(step=state.step + 1, nets=nets), metrics
 
     # ------------------------------------------------------------------ evaluation
@@ -172,5 +222,11 @@ def validate(config) -> None:
         raise ValueError("semi-supervised (num_labels > 0) needs num_categories == num_classes")
     if min(config.recon_weight, config.adv_weight, config.supervised_weight) < 0:
         raise ValueError("loss weights must be >= 0")
+    if config.get("phases", "joint") not in ("joint", "sequential"):
+        raise ValueError(f"phases must be 'joint' or 'sequential', got {config.phases!r}")
+    if config.get("balance_weight", 0.0) < 0:
+        raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
+    if config.get("input_noise", 0.0) < 0:
+        raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:
         raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")

@@ -70,6 +70,9 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("semi_supervised", num_labels=15), "multiple of num_classes"),
     (tiny_variant("semi_supervised", num_categories=16), "num_categories == num_classes"),
     (tiny_variant("clustering", aae_kind="vq"), "aae_kind"),
+    (tiny_variant("clustering", phases="alternating"), "phases"),
+    (tiny_variant("clustering", input_noise=-0.1), "input_noise"),
+    (tiny_variant("clustering", balance_weight=-1.0), "balance_weight"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -145,6 +148,42 @@ def test_supervised_decoder_needs_labels_and_uses_them(bars):
     a, b = model.decode(state, z, jnp.array([0, 0])), model.decode(state, z, jnp.array([0, 1]))
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("phases", ["joint", "sequential"])
+def test_categorical_options_each_change_the_update(bars, phases):
+    """input_noise and balance_weight each change the encoder's update, in both phase modes; the
+    balance metric is KL(batch-mean y || uniform), within [0, log K]; classify stays deterministic."""
+    def step(**overrides):
+        config = tiny_variant("clustering", phases=phases, input_noise=0.0, balance_weight=0.0)
+        config.update(overrides)
+        model = trainer.build_model(config)
+        state = model.init(jax.random.PRNGKey(0))
+        new, metrics = jax.jit(model.train_step)(state, _batch(bars, config))
+        chex.assert_tree_all_finite((new, metrics))
+        return model, new, metrics
+
+    model, base, metrics = step()
+    assert 0.0 <= float(metrics["category_balance_kl"]) <= math.log(model.num_categories) + 1e-6
+    kernel = lambda s: s.nets["encoder"].params["category"]["kernel"]
+    for overrides in ({"input_noise": 0.3}, {"balance_weight": 5.0}):
+        _, other, _ = step(**overrides)
+        assert not np.allclose(kernel(base), kernel(other)), overrides
+    _, noisy, _ = step(input_noise=0.3)
+    x = jnp.asarray(bars.test_images[:8], jnp.float32) / 255.0
+    np.testing.assert_array_equal(model.classify(noisy, x), model.classify(noisy, x))
+
+
+def test_sequential_phases_differ_from_joint(bars):
+    """The sequential mode is not the joint update under another name."""
+    finals = {}
+    for phases in ("joint", "sequential"):
+        config = tiny_variant("semi_supervised", phases=phases)
+        model = trainer.build_model(config)
+        state = model.init(jax.random.PRNGKey(0))
+        finals[phases], _ = jax.jit(model.train_step)(state, _batch(bars, config))
+    a, b = (finals[p].nets["encoder"].params["style"]["kernel"] for p in ("joint", "sequential"))
+    assert not np.allclose(a, b)
 
 
 def test_semi_supervised_sees_only_the_labelled_subset(bars):
