@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from aaejax import losses
-from aaejax.aae import to_model, to_unit
+from aaejax.aae import AAE, to_model, to_unit
 from aaejax.models import AAEDecoder, CategoricalEncoder, LatentDiscriminator
 from aaejax.priors import Gaussian
 from aaejax.state import NetState, TrainState, make_optimizers
@@ -138,14 +138,17 @@ class CategoricalAAE:
                 nets["encoder"].params, nets["decoder"].params)
             nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
             nets["decoder"] = nets["decoder"].apply_gradients(self.txs["decoder"], dec_g)
-            logits, z = encode(nets["encoder"].params)
+            # One encoder forward pass serves both the discriminators and the encoder's update.
+            (logits, z), enc_vjp = jax.vjp(encode, nets["encoder"].params)
             update_discriminators(logits, z)
 
-            def gen_fn(enc_params):
-                adv_cat, adv_style, balance = adv_losses(*encode(enc_params))
+            def gen_fn(logits, z):
+                adv_cat, adv_style, balance = adv_losses(logits, z)
                 return cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance, (adv_cat, adv_style, balance)
 
-            (_, (adv_cat, adv_style, balance)), enc_g = jax.value_and_grad(gen_fn, has_aux=True)(nets["encoder"].params)
+            (_, (adv_cat, adv_style, balance)), code_grads = jax.value_and_grad(
+                gen_fn, argnums=(0, 1), has_aux=True)(logits, z)
+            (enc_g,) = enc_vjp(code_grads)
             nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
             if self.semi_supervised:
                 nets["encoder"] = nets["encoder"].apply_gradients(
@@ -178,9 +181,7 @@ class CategoricalAAE:
 
     # ------------------------------------------------------------------ evaluation
 
-    def prepare_eval(self, state: TrainState, images, key) -> TrainState:
-        del images, key
-        return state
+    prepare_eval = AAE.prepare_eval  # no BatchNorm: nothing to recompute
 
     def classify(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> category logits [N, num_categories]."""

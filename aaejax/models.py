@@ -24,6 +24,14 @@ def _flat(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
 
+def _leaky_mlp(h: jax.Array, hidden: Sequence[int]) -> jax.Array:
+    """Dense + LeakyReLU(0.2) per width; called inside a compact module, so the layers keep the
+    module's Dense_0, Dense_1, ... names."""
+    for width in hidden:
+        h = leaky_relu(nn.Dense(width)(h))
+    return h
+
+
 # ----------------------------------------------------------------------------- AAE
 
 
@@ -35,9 +43,7 @@ class AAEEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = _flat(x)
-        for width in self.hidden:
-            h = leaky_relu(nn.Dense(width)(h))
+        h = _leaky_mlp(_flat(x), self.hidden)
         return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="log_var")(h)
 
 
@@ -53,9 +59,7 @@ class CategoricalEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = _flat(x)
-        for width in self.hidden:
-            h = leaky_relu(nn.Dense(width)(h))
+        h = _leaky_mlp(_flat(x), self.hidden)
         return nn.Dense(self.num_categories, name="category")(h), nn.Dense(self.style_dim, name="style")(h)
 
 
@@ -66,9 +70,7 @@ class AAEDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z):
-        h = z
-        for width in self.hidden:
-            h = leaky_relu(nn.Dense(width)(h))
+        h = _leaky_mlp(z, self.hidden)
         return jnp.tanh(nn.Dense(IMAGE_DIM)(h)).reshape((z.shape[0], *IMAGE_SHAPE))
 
 
@@ -79,9 +81,7 @@ class LatentDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, z):
-        h = z
-        for width in self.hidden:
-            h = leaky_relu(nn.Dense(width)(h))
+        h = _leaky_mlp(z, self.hidden)
         return nn.Dense(1)(h)[:, 0]
 
 
