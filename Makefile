@@ -25,8 +25,9 @@ check-model:
 train: check-model $(STAMP)
 	$(PY) -m experiments.$(MODEL) $(ARGS)
 
+# One pytest worker per core (at most 4): the tiny-model tests are mostly single-threaded compiles.
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses=4 $(ARGS)
 
 # Prints JSON lines: steps/s of aaejax's training path vs PyTorch eager, first-step times.
 bench: $(STAMP)

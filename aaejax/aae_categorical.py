@@ -13,6 +13,10 @@ vs z = fake. Losses (weights in the config):
 each step, each on the parameters the previous one left; `phases="joint"` updates the
 discriminators, then encoder and decoder once on the weighted sum (two forward passes fewer).
 `input_noise` > 0 trains a denoising encoder (it sees x + noise, the decoder rebuilds x).
+`disc_noise` > 0 adds Gaussian instance noise to both discriminators' inputs, real and fake, in
+their update and in the encoder's. `labelled_recon` (semi-supervised) adds to the supervised
+phase recon_weight * MSE(decoder(one_hot(label), z), x) on the labelled batch (encoder, decoder),
+which ties each category to its class in the decoder as well.
 With `num_labels` = 0 it is the clustering model (K = 16 in the paper's set-up); with
 `num_labels` > 0 the trainer supplies a labelled batch from a class-balanced subset chosen by the
 seed (`batch['labelled_image']`, `batch['labelled_label']`).
@@ -71,8 +75,12 @@ class CategoricalAAE:
         x = to_model(batch["image"])
         batch_size = x.shape[0]
         k_cat, k_style, k_noise, k_noise_l = jax.random.split(state.step_key(), 4)
+        # Keys for the options added later come from fold_in, so the older options' draws stay as they were.
+        k_dnoise_d, k_dnoise_e = jax.random.split(jax.random.fold_in(state.step_key(), 1))
         noise = float(cfg.get("input_noise", 0.0))
+        disc_noise = float(cfg.get("disc_noise", 0.0))
         balance_weight = float(cfg.get("balance_weight", 0.0))
+        labelled_recon = self.semi_supervised and bool(cfg.get("labelled_recon", False))
         # A denoising encoder: it sees x + N(0, noise^2) (model scale [-1, 1]); the decoder still
         # reconstructs the clean x. With few labels the noise guards the classifier against overfitting.
         x_in = x + noise * jax.random.normal(k_noise, x.shape) if noise else x
@@ -82,13 +90,23 @@ class CategoricalAAE:
         metrics = {}
         encode = lambda p: self.encoder.apply({"params": p}, x_in)
 
+        def instance_noise(key, *codes):
+            """Gaussian noise on the discriminators' inputs (real and fake alike): a one-hot prior
+            sample and a softmax are otherwise told apart by their exactness alone."""
+            if not disc_noise:
+                return codes
+            keys = jax.random.split(key, len(codes))
+            return tuple(c + disc_noise * jax.random.normal(k, c.shape) for k, c in zip(keys, codes))
+
         def update_discriminators(logits, z):
             """Both discriminators, each on real and fake in one batched call."""
-            for name, real, fake in (("disc_category", y_real, jax.nn.softmax(logits)), ("disc_style", z_real, z)):
+            pairs = (("disc_category", y_real, jax.nn.softmax(logits)), ("disc_style", z_real, z))
+            for (name, real, fake), key in zip(pairs, jax.random.split(k_dnoise_d)):
                 net, module = nets[name], getattr(self, name)
+                (d_in,) = instance_noise(key, jnp.concatenate([real, jax.lax.stop_gradient(fake)]))
 
-                def d_loss_fn(p, real=real, fake=fake, module=module):
-                    out = module.apply({"params": p}, jnp.concatenate([real, jax.lax.stop_gradient(fake)]))
+                def d_loss_fn(p, d_in=d_in, module=module):
+                    out = module.apply({"params": p}, d_in)
                     r, f = jnp.split(out, 2)
                     return 0.5 * (losses.bce_logits(r, 1.0) + losses.bce_logits(f, 0.0)), (r, f)
 
@@ -105,25 +123,33 @@ class CategoricalAAE:
         def adv_losses(logits, z):
             """(adv_cat, adv_style, balance): the encoder's GAN losses, and KL(batch-mean y || uniform)."""
             y = jax.nn.softmax(logits)
-            adv_cat = losses.bce_logits(self.disc_category.apply({"params": nets["disc_category"].params}, y), 1.0)
-            adv_style = losses.bce_logits(self.disc_style.apply({"params": nets["disc_style"].params}, z), 1.0)
+            y_in, z_in = instance_noise(k_dnoise_e, y, z)
+            adv_cat = losses.bce_logits(self.disc_category.apply({"params": nets["disc_category"].params}, y_in), 1.0)
+            adv_style = losses.bce_logits(self.disc_style.apply({"params": nets["disc_style"].params}, z_in), 1.0)
             mean_y = jnp.mean(y, 0)
             balance = jnp.log(self.num_categories) + jnp.sum(mean_y * jnp.log(mean_y + 1e-12))
             return adv_cat, adv_style, balance
 
-        def supervised_grads(enc_params):
-            xl = to_model(batch["labelled_image"])
-            if noise:
-                xl = xl + noise * jax.random.normal(k_noise_l, xl.shape)
+        def supervised_grads(enc_params, dec_params):
+            """(encoder grads, decoder grads or None) of the supervised phase: the cross-entropy, and
+            with `labelled_recon` the labelled images rebuilt from their true one-hot label and style."""
+            xl_clean = to_model(batch["labelled_image"])
+            xl = xl_clean + noise * jax.random.normal(k_noise_l, xl_clean.shape) if noise else xl_clean
+            labels = batch["labelled_label"]
 
-            def sup_loss_fn(p):
-                lg, _ = self.encoder.apply({"params": p}, xl)
-                ce = optax.softmax_cross_entropy_with_integer_labels(lg, batch["labelled_label"]).mean()
-                return cfg.supervised_weight * ce, (ce, jnp.mean(jnp.argmax(lg, -1) == batch["labelled_label"]))
+            def sup_loss_fn(p, dec_p):
+                lg, zl = self.encoder.apply({"params": p}, xl)
+                ce = optax.softmax_cross_entropy_with_integer_labels(lg, labels).mean()
+                loss = cfg.supervised_weight * ce
+                if labelled_recon:
+                    code = jnp.concatenate([jax.nn.one_hot(labels, self.num_categories), zl], -1)
+                    loss += cfg.recon_weight * losses.mse(self.decoder.apply({"params": dec_p}, code), xl_clean)
+                return loss, (ce, jnp.mean(jnp.argmax(lg, -1) == labels))
 
-            (_, (ce, acc)), grads = jax.value_and_grad(sup_loss_fn, has_aux=True)(enc_params)
+            (_, (ce, acc)), (enc_g, dec_g) = jax.value_and_grad(sup_loss_fn, argnums=(0, 1), has_aux=True)(
+                enc_params, dec_params)
             metrics.update(supervised_ce=ce, labelled_accuracy=acc)
-            return grads
+            return enc_g, (dec_g if labelled_recon else None)
 
         if cfg.get("phases", "joint") == "sequential":
             # The paper's three phases, each its own update: (a) reconstruction (encoder, decoder);
@@ -151,8 +177,10 @@ class CategoricalAAE:
             (enc_g,) = enc_vjp(code_grads)
             nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
             if self.semi_supervised:
-                nets["encoder"] = nets["encoder"].apply_gradients(
-                    self.txs["encoder"], supervised_grads(nets["encoder"].params))
+                enc_g, dec_g = supervised_grads(nets["encoder"].params, nets["decoder"].params)
+                nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
+                if dec_g is not None:
+                    nets["decoder"] = nets["decoder"].apply_gradients(self.txs["decoder"], dec_g)
             ae_loss = cfg.recon_weight * rec + cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance
         else:
             # One weighted update of encoder and decoder against the just-updated discriminators.
@@ -170,7 +198,10 @@ class CategoricalAAE:
                 ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(logits, z, dec.params)
             (enc_grads,) = enc_vjp((g_logits, g_z))
             if self.semi_supervised:
-                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, supervised_grads(enc.params))
+                sup_enc, sup_dec = supervised_grads(enc.params, dec.params)
+                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, sup_enc)
+                if sup_dec is not None:
+                    dec_grads = jax.tree_util.tree_map(jnp.add, dec_grads, sup_dec)
             nets["encoder"] = enc.apply_gradients(self.txs["encoder"], enc_grads)
             nets["decoder"] = dec.apply_gradients(self.txs["decoder"], dec_grads)
             top = jnp.mean(jnp.max(jax.nn.softmax(logits), -1))
@@ -227,6 +258,8 @@ def validate(config) -> None:
         raise ValueError(f"phases must be 'joint' or 'sequential', got {config.phases!r}")
     if config.get("balance_weight", 0.0) < 0:
         raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
+    if config.get("disc_noise", 0.0) < 0:
+        raise ValueError(f"disc_noise must be >= 0, got {config.disc_noise}")
     if config.get("input_noise", 0.0) < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:

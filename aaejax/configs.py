@@ -42,6 +42,15 @@ def base(model: str) -> ml_collections.ConfigDict:
     return c
 
 
+# Fields added to a model's configs after runs were saved, with the value that reproduces what such
+# a run did (the code reads them with the same default); a saved config lacking one gets it here.
+ADDED_FIELDS = {
+    "aae": {"phases": "joint", "balance_weight": 0.0, "input_noise": 0.0, "disc_noise": 0.0,
+            "labelled_recon": False},
+}
+
+
 def fill_defaults(values: dict) -> dict:
-    """A saved config (config.json) with the shared fields it predates filled in by default."""
-    return {**base(values.get("model", "")).to_dict(), **values}
+    """A saved config (config.json) with the fields it predates filled in by their defaults."""
+    model = values.get("model", "")
+    return {**base(model).to_dict(), **ADDED_FIELDS.get(model, {}), **values}

@@ -52,6 +52,8 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     # (the categorical discriminator alone lets saturated softmaxes collapse onto a few).
     c.balance_weight = 0.0
     c.input_noise = 0.0  # std of Gaussian noise on the categorical encoder's input ([-1, 1] scale)
+    c.disc_noise = 0.0  # std of Gaussian noise on both discriminators' inputs (instance noise)
+    c.labelled_recon = False  # semi-supervised: also rebuild labelled images from their true label
     if variant == "paper":
         c.latent_dim = 8
         c.prior_scale = 5.0

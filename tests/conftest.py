@@ -50,6 +50,12 @@ def bars_dataset(n_train=512, n_test=128, seed=0) -> data_lib.Dataset:
     return data_lib.Dataset("mnist", *make(n_train), *make(n_test), source="synthetic")
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first: with `pytest -n N` (make test) they start at once instead of
+    leaving one worker alone with the longest at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def bars():
     return bars_dataset()

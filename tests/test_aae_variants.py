@@ -73,6 +73,7 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", phases="alternating"), "phases"),
     (tiny_variant("clustering", input_noise=-0.1), "input_noise"),
     (tiny_variant("clustering", balance_weight=-1.0), "balance_weight"),
+    (tiny_variant("clustering", disc_noise=-0.3), "disc_noise"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -152,7 +153,7 @@ def test_supervised_decoder_needs_labels_and_uses_them(bars):
 
 @pytest.mark.parametrize("phases", ["joint", "sequential"])
 def test_categorical_options_each_change_the_update(bars, phases):
-    """input_noise and balance_weight each change the encoder's update, in both phase modes; the
+    """input_noise, disc_noise and balance_weight each change the encoder's update, in both phase modes; the
     balance metric is KL(batch-mean y || uniform), within [0, log K]; classify stays deterministic."""
     def step(**overrides):
         config = tiny_variant("clustering", phases=phases, input_noise=0.0, balance_weight=0.0)
@@ -166,7 +167,7 @@ def test_categorical_options_each_change_the_update(bars, phases):
     model, base, metrics = step()
     assert 0.0 <= float(metrics["category_balance_kl"]) <= math.log(model.num_categories) + 1e-6
     kernel = lambda s: s.nets["encoder"].params["category"]["kernel"]
-    for overrides in ({"input_noise": 0.3}, {"balance_weight": 5.0}):
+    for overrides in ({"input_noise": 0.3}, {"disc_noise": 0.3}, {"balance_weight": 5.0}):
         _, other, _ = step(**overrides)
         assert not np.allclose(kernel(base), kernel(other)), overrides
     _, noisy, _ = step(input_noise=0.3)
@@ -201,6 +202,22 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars):
                               c.nets["encoder"].params["category"]["kernel"])
 
 
+def test_labelled_recon_trains_the_decoder_on_the_true_label(bars):
+    """With labelled_recon the labelled batch's true label reaches the decoder's update; without
+    it the decoder never sees labelled_label."""
+    decoder = lambda s: s.nets["decoder"].params["Dense_0"]["kernel"]
+    for on in (False, True):
+        config = tiny_variant("semi_supervised", labelled_recon=on)
+        model = trainer.build_model(config)
+        state = model.init(jax.random.PRNGKey(0))
+        batch = _batch(bars, config)
+        step = jax.jit(model.train_step)
+        a, _ = step(state, batch)
+        b, _ = step(state, {**batch, "labelled_label": (batch["labelled_label"] + 1) % 10})
+        assert np.array_equal(decoder(a), decoder(b)) != on, on
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mixture_cond", "supervised", "semi_supervised"])
 def test_evaluate_end_to_end(tmp_path, bars, variant):
     from experiments.evaluate import evaluate

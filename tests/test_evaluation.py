@@ -51,6 +51,7 @@ def test_recon_mse_of_identity_is_zero():
     assert ev.recon_mse(lambda a: a, x) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["aae", "bigan"])
 def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     import json

@@ -18,6 +18,7 @@ from conftest import tiny_aae_config, tiny_bigan_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
 def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, bars, make_config):
     """Model i of num_seeds=3 (seed 5) == a run with seed 5 + i: own init, data order, everything."""
@@ -35,6 +36,7 @@ def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, b
     assert len(record["per_seed"]["d_loss"]) == 3 and record["model_steps_per_sec"] > record["steps_per_sec"]
 
 
+@pytest.mark.slow
 def test_multi_seed_evaluation_reports_each_and_mean_std(tmp_path, bars):
     from experiments.evaluate import evaluate
 
@@ -73,6 +75,7 @@ def _worker(tmp_path: Path, devices: int) -> dict:
     return dict(np.load(out / "params.npz"))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     """The same global batch on 8 CPU devices (batch sharded: gradients and BatchNorm statistics
     all-reduced; or 8 seeds, one per device) gives the parameters of 1 device, to float

@@ -85,6 +85,7 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
         aaejax.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_same_parameters(tmp_path, bars):
     """20 steps + 20 more (resumed from the checkpoint) == 40 steps in one go, bit for bit."""
     full = trainer.train(tiny_aae_config(num_steps=40), tmp_path / "a", bars)
@@ -107,6 +108,20 @@ def test_workdir_with_another_config_is_refused(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
     with pytest.raises(trainer.ConfigError, match="latent_dim"):
         trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars)
+
+
+def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_path):
+    """A run saved before a field existed resumes when the field's value is the one that run used,
+    and is refused when it is not (clustering now runs sequential phases, input noise and the balance term)."""
+    from aaejax import configs
+    from test_aae_variants import tiny_variant
+
+    for variant, differing in (("semi_supervised", set()), ("clustering", {"phases", "input_noise", "balance_weight"})):
+        config = tiny_variant(variant)
+        saved = {k: v for k, v in trainer.config_dict(config).items() if k not in configs.ADDED_FIELDS["aae"]}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        found = trainer.workdir_config_diff(tmp_path, config)
+        assert {part.split(":")[0] for part in found.split(", ") if part} == differing, found
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -208,6 +223,7 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
     chex.assert_trees_all_close(model.sample(7, seed=1), model.sample(7, seed=1))
 
 
+@pytest.mark.slow
 def test_cli_variant_with_seeds_and_overwrite(tmp_path):
     """A named variant with two vmapped seeds from the command line; a different config on the
     same work dir is refused and the message points to --overwrite (whose effect
