@@ -240,7 +240,7 @@ def test_evaluate_end_to_end(tmp_path, bars, variant):
 
 def test_semi_supervised_learns_the_labels(tmp_path, bars):
     """On the bars set (a label = a bar position), 20 labels and 300 steps classify most test bars
-    (0.62 measured; chance is 0.1)."""
+    (0.72 measured; 0.66 without labelled_recon; chance is 0.1)."""
     config = tiny_variant("semi_supervised", num_steps=300, log_every=100, sample_every=300,
                           checkpoint_every=300)
     state = trainer.train(config, tmp_path, bars)
