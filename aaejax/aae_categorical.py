@@ -74,13 +74,15 @@ class CategoricalAAE:
         cfg = self.config
         x = to_model(batch["image"])
         batch_size = x.shape[0]
+        # Every config carries these fields: experiments/aae.py sets them, and a saved config that
+        # predates one gets the value that reproduces it (configs.ADDED_FIELDS).
         k_cat, k_style, k_noise, k_noise_l = jax.random.split(state.step_key(), 4)
         # Keys for the options added later come from fold_in, so the older options' draws stay as they were.
         k_dnoise_d, k_dnoise_e = jax.random.split(jax.random.fold_in(state.step_key(), 1))
-        noise = float(cfg.get("input_noise", 0.0))
-        disc_noise = float(cfg.get("disc_noise", 0.0))
-        balance_weight = float(cfg.get("balance_weight", 0.0))
-        labelled_recon = self.semi_supervised and bool(cfg.get("labelled_recon", False))
+        noise = float(cfg.input_noise)
+        disc_noise = float(cfg.disc_noise)
+        balance_weight = float(cfg.balance_weight)
+        labelled_recon = self.semi_supervised and bool(cfg.labelled_recon)
         # A denoising encoder: it sees x + N(0, noise^2) (model scale [-1, 1]); the decoder still
         # reconstructs the clean x. With few labels the noise guards the classifier against overfitting.
         x_in = x + noise * jax.random.normal(k_noise, x.shape) if noise else x
@@ -151,7 +153,7 @@ class CategoricalAAE:
             metrics.update(supervised_ce=ce, labelled_accuracy=acc)
             return enc_g, (dec_g if labelled_recon else None)
 
-        if cfg.get("phases", "joint") == "sequential":
+        if cfg.phases == "sequential":
             # The paper's three phases, each its own update: (a) reconstruction (encoder, decoder);
             # (b) regularisation: the discriminators on the updated encoder's codes, then the
             # encoder against them; (c) the supervised cross-entropy (encoder).
@@ -254,13 +256,13 @@ def validate(config) -> None:
         raise ValueError("semi-supervised (num_labels > 0) needs num_categories == num_classes")
     if min(config.recon_weight, config.adv_weight, config.supervised_weight) < 0:
         raise ValueError("loss weights must be >= 0")
-    if config.get("phases", "joint") not in ("joint", "sequential"):
+    if config.phases not in ("joint", "sequential"):
         raise ValueError(f"phases must be 'joint' or 'sequential', got {config.phases!r}")
-    if config.get("balance_weight", 0.0) < 0:
+    if config.balance_weight < 0:
         raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
-    if config.get("disc_noise", 0.0) < 0:
+    if config.disc_noise < 0:
         raise ValueError(f"disc_noise must be >= 0, got {config.disc_noise}")
-    if config.get("input_noise", 0.0) < 0:
+    if config.input_noise < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:
         raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")
