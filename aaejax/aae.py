@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from aaejax import losses
 from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
-from aaejax.priors import PRIORS_2D, make_prior
+from aaejax.priors import PRIORS, PRIORS_2D, make_prior
 from aaejax.state import NetState, TrainState, make_optimizers
 
 NETS = ("encoder", "decoder", "discriminator")
@@ -174,6 +174,8 @@ def validate(config) -> None:
         from aaejax.aae_categorical import validate as validate_categorical
 
         return validate_categorical(config)
+    if config.prior not in PRIORS:
+        raise ValueError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
     if config.prior in PRIORS_2D and config.latent_dim != 2:
         raise ValueError(f"prior {config.prior!r} is 2-D: set latent_dim=2 (got {config.latent_dim})")
     if config.prior_conditioned and config.prior not in PRIORS_2D:

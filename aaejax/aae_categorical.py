@@ -258,6 +258,10 @@ def validate(config) -> None:
         raise ValueError("loss weights must be >= 0")
     if config.phases not in ("joint", "sequential"):
         raise ValueError(f"phases must be 'joint' or 'sequential', got {config.phases!r}")
+    if config.phases == "sequential" and config.lr_schedule != "constant":
+        # Each phase steps the encoder's optimizer, so its schedule would run 2-3x ahead.
+        raise ValueError(f"phases='sequential' updates the encoder several times a step and needs "
+                         f"lr_schedule='constant', got {config.lr_schedule!r}")
     if config.balance_weight < 0:
         raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
     if config.disc_noise < 0:

@@ -32,10 +32,18 @@ class LoadedModel:
         return self.model.latent_dim
 
     def encode(self, x) -> jax.Array:
-        """[N, 28, 28, 1] float in [0, 1] -> [N, latent_dim] (posterior mean for the AAE)."""
-        x = jnp.asarray(x, jnp.float32)
+        """[N, 28, 28, 1] float in [0, 1] (or uint8 in 0..255, scaled here) -> [N, latent_dim]
+        (the posterior mean for the AAE)."""
+        x = jnp.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
             raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
+        if x.dtype == jnp.uint8:
+            x = x.astype(jnp.float32) / 255.0
+        else:
+            x = x.astype(jnp.float32)
+            lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
+            if x.size and (lo < -1e-3 or hi > 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
+                raise ValueError(f"encode expects float images in [0, 1] (or uint8), got values in [{lo:g}, {hi:g}]")
         return self._encode(self.state, x)
 
     def decode(self, z, labels=None) -> jax.Array:
@@ -72,6 +80,8 @@ def load(workdir: str | Path, seed_index: int = 0) -> LoadedModel:
     for k, v in list(config.items()):  # JSON turned tuples into lists
         if isinstance(v, list):
             config[k] = tuple(v)
+    # Loaded onto one device whatever the run's sharding, so the device count here need not match.
+    config.shard = "none"
     model = build_model(config)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
     try:

@@ -67,6 +67,15 @@ class BiGAN:
         }
         return TrainState.create(k_state, {n: NetState.create(v, self.txs[n]) for n, v in variables.items()})
 
+    def _stats_after(self, old, new, grads):
+        """The BatchNorm statistics to keep after an update: `new`, unless config.skip_nonfinite
+        and this update is skipped (non-finite gradients or statistics), when the optimizer keeps
+        the parameters and the statistics must stay with them."""
+        if not self.config.skip_nonfinite:
+            return new
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves((new, grads))]))
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
     def _d_logits(self, d: NetState, params, x_real, z_real, x_fake, z_fake):
         """Logits of the real and fake pairs, [B] each, and D's updated batch statistics."""
         variables = {"params": params, "batch_stats": d.batch_stats}
@@ -107,7 +116,8 @@ class BiGAN:
             return losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0), (real, fake, stats)
 
         (d_loss, (real_logits, fake_logits, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
-        d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(batch_stats=d_stats)
+        d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(
+            batch_stats=self._stats_after(d.batch_stats, d_stats, d_grads))
 
         # (2) G and E against the updated D, through the pairs' inputs and the saved vjps.
         def ge_loss_fn(x_fake, z_real):
@@ -118,8 +128,10 @@ class BiGAN:
 
         ge_loss, (gx, gz) = jax.value_and_grad(ge_loss_fn, argnums=(0, 1))(x_fake, z_real)
         (g_grads,), (e_grads,) = g_vjp(gx), e_vjp(gz)
-        g = g.apply_gradients(self.txs["generator"], g_grads).replace(batch_stats=g_stats)
-        e = e.apply_gradients(self.txs["encoder"], e_grads).replace(batch_stats=e_stats)
+        g = g.apply_gradients(self.txs["generator"], g_grads).replace(
+            batch_stats=self._stats_after(g.batch_stats, g_stats, g_grads))
+        e = e.apply_gradients(self.txs["encoder"], e_grads).replace(
+            batch_stats=self._stats_after(e.batch_stats, e_stats, e_grads))
 
         metrics = {
             "d_loss": d_loss,

@@ -3,12 +3,14 @@
 Saves go through orbax's commit protocol (a step directory appears only when complete) and are
 waited for before the process ends. Restores try the newest step first and fall back to older
 ones when it is unreadable; a work dir whose checkpoints are all unreadable is an error, never a
-silent fresh start.
+silent fresh start. A resumed run moves the unreadable newer steps aside (`set_aside`) rather than
+deleting them, so it can save those step numbers again and nothing on disk is lost.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import jax
@@ -68,6 +70,28 @@ class Checkpointer:
                 errors.append(f"step {step}: {type(e).__name__}: {e}")
                 log.warning("checkpoint step %d is unreadable (%s); trying an older one", step, e)
         raise CheckpointError(f"no readable checkpoint in {self.directory}: " + " | ".join(errors))
+
+    def set_aside(self, steps, move: bool = True) -> None:
+        """Moves the step directories `steps` (unreadable ones) to `<dir>_unreadable/<step>`.
+
+        Orbax refuses to save a step that exists, so a run resumed from an older step would fail
+        when it reaches the unreadable one again. In a multi-process run every process calls
+        this, and only the one with `move` (process 0) touches the files.
+        """
+        from aaejax import parallel
+
+        if not steps:
+            return
+        aside = self.directory.with_name(self.directory.name + "_unreadable")
+        for step in steps if move else ():
+            aside.mkdir(exist_ok=True)
+            target = aside / str(step)
+            if target.exists():  # one set aside before: keep both
+                target = aside / f"{step}.{len(list(aside.iterdir()))}"
+            shutil.move(str(self.directory / str(step)), str(target))
+            log.warning("moved unreadable checkpoint step %d to %s", step, target)
+        parallel.sync("aaejax: unreadable checkpoints set aside")
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

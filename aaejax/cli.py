@@ -45,9 +45,12 @@ def _main(argv, model_name: str) -> None:
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save step at INFO
     logging.getLogger("aaejax").setLevel(logging.INFO)
-    from aaejax import trainer
+    from aaejax import parallel, trainer
     from aaejax.checkpoint import CheckpointError
     from aaejax.data import DataError
+
+    # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
+    parallel.initialize_distributed()
 
     config = FLAGS.config
     with config.unlocked():
@@ -65,5 +68,5 @@ def _main(argv, model_name: str) -> None:
     except (trainer.ConfigError, DataError, CheckpointError, trainer.NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("interrupted: checkpoint saved; run the same command again to resume")
+        sys.exit("interrupted; run the same command again to resume from the last checkpoint")
     print(f"done: {workdir}")

@@ -43,6 +43,14 @@ def initialize_distributed() -> bool:
     return False
 
 
+def sync(name: str) -> None:
+    """A barrier across processes (a no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def resolve_mode(config, num_devices: int) -> str:
     mode = config.shard
     if mode not in MODES:

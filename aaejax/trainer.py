@@ -17,10 +17,12 @@ device mesh, so the same chunk runs on one device or many.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -38,11 +40,13 @@ from aaejax import data as data_lib
 from aaejax import parallel
 from aaejax import writers
 from aaejax.checkpoint import Checkpointer, abstract_like
+from aaejax.state import SCHEDULES
 
 log = logging.getLogger(__name__)
 
 MODELS = {"aae": "aaejax.aae:build", "bigan": "aaejax.bigan:BiGAN"}
-# Fields that may change when a run is resumed (they don't change what is learned).
+# Fields that may change when a run is resumed (they don't change what is learned). num_steps
+# only with a constant learning rate: a decaying schedule is laid out over num_steps.
 RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep")
 
 
@@ -80,6 +84,8 @@ def validate_config(config) -> None:
             raise ConfigError(f"{field} must be >= 1, got {config[field]}")
     if config.lr <= 0:
         raise ConfigError(f"lr must be > 0, got {config.lr}")
+    if config.lr_schedule not in SCHEDULES:
+        raise ConfigError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds must be >= 1, got {config.num_seeds}")
     try:
@@ -153,7 +159,7 @@ def config_dict(config) -> dict:
 
 
 # What a run writes into its work dir (removed by an explicit overwrite, nothing else is).
-RUN_ARTIFACTS = ("checkpoints", "samples", "tensorboard", "eval", "metrics.jsonl", "eval.json", "config.json")
+RUN_ARTIFACTS = ("checkpoints", "checkpoints_unreadable", "samples", "tensorboard", "eval", "metrics.jsonl", "eval.json", "config.json")
 
 
 def workdir_config_diff(workdir: Path, config) -> str:
@@ -163,9 +169,15 @@ def workdir_config_diff(workdir: Path, config) -> str:
         return ""
     old = configs.fill_defaults(json.loads(path.read_text()))
     new = config_dict(config)
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+    resumable = set(RESUMABLE_FIELDS)
+    if old.get("lr_schedule") != "constant" or new.get("lr_schedule") != "constant":
+        resumable.discard("num_steps")
+    diff = sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
+    text = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+    if "num_steps" in diff:
+        text += (f" (the {new.get('lr_schedule')!r} learning-rate schedule is laid out over num_steps, "
+                 f"so the run must resume with the num_steps it started with)")
+    return text
 
 
 def delete_run(workdir: Path) -> None:
@@ -180,10 +192,12 @@ def delete_run(workdir: Path) -> None:
 class _Progress:
     """A one-line progress bar with ETA on a terminal; plain log lines otherwise."""
 
-    def __init__(self, total: int):
-        self.total, self.tty = total, sys.stderr.isatty()
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.tty, self.enabled = total, sys.stderr.isatty(), enabled
 
     def update(self, step: int, rate: float, scalars: dict) -> None:
+        if not self.enabled:
+            return
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
         shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("lr"))
@@ -195,7 +209,7 @@ class _Progress:
             print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self.enabled:
             sys.stderr.write("\n")
 
 
@@ -231,9 +245,12 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     """
     model = build_model(config)
     workdir = Path(workdir)
+    # Several processes (multi-host): all train; process 0 alone writes the run's files (orbax
+    # coordinates the checkpoints itself).
+    primary = jax.process_index() == 0
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -243,10 +260,10 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         raise ConfigError(f"{workdir} holds a run with a different config ({diff}); use a fresh "
                           f"--workdir, or --overwrite to delete that run and start over")
     dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)
-    if diff:  # deleted only once the data has loaded, so a data error loses nothing
+    if diff and primary:  # deleted only once the data has loaded, so a data error loses nothing
         log.warning("--overwrite: deleting the run in %s (%s)", workdir, diff)
         delete_run(workdir)
-    (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
+    parallel.sync("aaejax: work dir ready")
 
     layout = parallel.Layout(config)
     num_seeds = int(config.num_seeds)
@@ -283,9 +300,13 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     if restored is not None:
         state = restored
         log.info("resumed from step %d in %s", start, workdir)
-    # Steps after the checkpoint are trained (and logged) again; with none -- a run killed before
-    # its first save committed -- that is every step.
-    writers.truncate_metrics(workdir, start if restored is not None else 0)
+        # Newer steps were unreadable: move them aside, or saving those steps again would fail.
+        ckpt.set_aside([s for s in ckpt.steps() if s > start], move=primary)
+    if primary:  # written only now that the work dir's checkpoint is known to be this model's
+        (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
+        writers.truncate_metrics(workdir, start if restored is not None else 0)
+    # Metrics of steps after the checkpoint were dropped above: those steps are trained (and
+    # logged) again; with no checkpoint -- a run killed before its first save committed -- all are.
     step = int(state.step if num_seeds == 1 else state.step[0])
 
     chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed, labelled,
@@ -293,8 +314,8 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     recon_fn = jax.jit(model.reconstruct)
     sample_fn = jax.jit(model.sample, static_argnums=2)
     fold_in = jax.vmap(jax.random.fold_in, (0, None)) if num_seeds > 1 else jax.random.fold_in
-    metrics_out = writers.MetricWriter(workdir)
-    progress = _Progress(config.num_steps)
+    metrics_out = writers.MetricWriter(workdir, enabled=primary)
+    progress = _Progress(config.num_steps, enabled=primary)
 
     def meta():
         return {"model": config.model, "step": step, "num_seeds": num_seeds, "config": config_dict(config)}
@@ -308,14 +329,18 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         s = s if num_seeds == 1 else jax.tree_util.tree_map(lambda x: x[0], s)
         recon = np.asarray(recon_fn(s, fixed_inputs, fixed_labels))
         grid = writers.image_grid(writers.side_by_side(np.asarray(fixed_inputs), recon), ncols=8)
-        writers.save_png(workdir / "samples" / f"recon_{step:07d}.png", grid)
+        if primary:
+            writers.save_png(workdir / "samples" / f"recon_{step:07d}.png", grid)
         metrics_out.image("reconstructions", step, grid)
         samples = np.asarray(sample_fn(s, sample_keys[0], 64))
         grid = writers.image_grid(samples, ncols=8)
-        writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
+        if primary:
+            writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
         metrics_out.image("samples", step, grid)
 
-    fetch = jax.device_get if jax.process_count() == 1 else multihost_utils.process_allgather
+    # Several processes: every one gathers the (global) metrics, so all take the same decisions.
+    fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
+        multihost_utils.process_allgather, tiled=True)
 
     def finish(pending, step):
         """Waits for a dispatched chunk; returns (metrics on host, an error message or None).
@@ -324,7 +349,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         skipped by the optimizer); a non-finite state always does.
         """
         metrics, finite = fetch(pending[1:])  # the chunk's only host transfer
-        kept = f"nothing was saved after step {step} (last checkpoint kept)"
+        kept = f"nothing was saved after step {step}" + (" (last checkpoint kept)" if ckpt.steps() else "")
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
         if bad and not config.skip_nonfinite:
             where = np.argwhere(~np.isfinite(metrics[bad[0]]))[0]  # (step[, seed])

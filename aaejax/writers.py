@@ -42,14 +42,19 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
 class MetricWriter:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, enabled: bool = True):
+        """enabled=False (the other processes of a multi-process run) writes nothing."""
         from tensorboardX import SummaryWriter
 
-        self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
-        self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self.enabled = enabled
+        if enabled:
+            self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, step: int, scalars: dict, per_seed: dict | None = None) -> None:
         """scalars go to both; per_seed ({name: [value per model]}) to the JSON line only."""
+        if not self.enabled:
+            return
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         for k, v in record.items():
             if k != "step":
@@ -59,9 +64,12 @@ class MetricWriter:
         self._jsonl.write(json.dumps(record) + "\n")
 
     def image(self, tag: str, step: int, grid: np.ndarray) -> None:
-        self._tb.add_image(tag, grid[None], step, dataformats="CHW")
+        if self.enabled:
+            self._tb.add_image(tag, grid[None], step, dataformats="CHW")
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._jsonl.close()
         self._tb.close()
 

@@ -80,11 +80,11 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
         # A 2-d style and reconstruction weighted 10x the adversarial and supervised terms force
         # the class into y; measured on MNIST, 100 labels, 5000 steps (test error): style 10 with
         # recon 1: 19 %, style 2: 17 %, style 2 with recon 10: 12 %, recon 30: 13 %. Over 3 seeds
-        # the joint update gave 15.4 +- 4.5 %, the paper's sequential phases with input noise 0.3
-        # 20.3 +- 2.5 %; for clustering the latter (with the balance term) gave 34.6 +- 1.7 %.
+        # the joint update gave 15.4 +- 5.5 %, the paper's sequential phases with input noise 0.3
+        # 20.3 +- 3.1 %; for clustering the latter (with the balance term) gave 34.6 +- 2.1 %.
         # Rebuilding the labelled images from their true label (labelled_recon) lowered the joint
-        # update's error on each of the 3 seeds: 13.1 +- 3.7 %; adding disc_noise 0.3 raised it to
-        # 21.9 +- 2.1 % (y stopped being one-hot: mean top probability 0.41 against 0.97).
+        # update's error on each of the 3 seeds: 13.1 +- 4.5 %; adding disc_noise 0.3 raised it to
+        # 21.9 +- 2.5 % (y stopped being one-hot: mean top probability 0.41 against 0.97).
         c.style_dim = 2
         c.recon_weight, c.adv_weight = 10.0, 0.1
         c.lr = 5e-4

@@ -50,7 +50,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         out = {k: reports[0][k] for k in ("model", "variant", "step", "dataset")}
         out["num_seeds"] = num_seeds
         out["mean"] = {k: float(np.mean([r[k] for r in reports])) for k in numeric}
-        out["std"] = {k: float(np.std([r[k] for r in reports])) for k in numeric}
+        out["std"] = {k: float(np.std([r[k] for r in reports], ddof=1)) for k in numeric}  # sample std
         out["seeds"] = reports
     (workdir / "eval.json").write_text(json.dumps(out, indent=2))
     return out
@@ -206,11 +206,12 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
     from aaejax.checkpoint import CheckpointError
     from aaejax.data import DataError
+    from aaejax.trainer import ConfigError
 
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
                        FLAGS.classifier_cache)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, ConfigError) as e:
         sys.exit(f"error: {e}")
     if "mean" in out:
         for k, v in out["mean"].items():

@@ -1,10 +1,13 @@
 """Trains tiny runs in a fresh process whose device count comes from XLA_FLAGS (see
 test_parallel.py) and saves their final parameters to an .npz for comparison across processes.
 
-usage: python tests/parallel_worker.py OUT_DIR
+usage: python tests/parallel_worker.py OUT_DIR            (the device-count comparison runs)
+       python tests/parallel_worker.py OUT_DIR multiprocess (one BiGAN run; with JAX_COORDINATOR_ADDRESS,
+                                                             JAX_NUM_PROCESSES, JAX_PROCESS_ID: one process of several)
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,16 +46,41 @@ def main(out: Path) -> None:
         leaf = jax.tree_util.tree_leaves(state.nets)[0]
         arrays[f"{name}/num_shards"] = np.array(len(leaf.sharding.device_set))
         arrays.update({f"{name}/{k}": v for k, v in flat(state.nets).items()})
-    # Resume on this device count: 3 steps, then to 6 from the (sharded) checkpoint.
-    config = tiny_bigan_config(num_steps=3, log_every=3, checkpoint_every=3, sample_every=3,
+    # Resume on this device count: a 6-step run loses its step-6 checkpoint (as if killed after
+    # step 3), and the same command resumes from the (sharded) step-3 checkpoint.
+    config = tiny_bigan_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=3,
                                shard="batch" if n > 1 else "none")
     trainer.train(config, out / "resumed", bars)
-    config.num_steps = 6
+    shutil.rmtree(out / "resumed" / "checkpoints" / "6")
     arrays.update({f"resumed/{k}": v for k, v in flat(trainer.train(config, out / "resumed", bars).nets).items()})
     arrays["device_count"] = np.array(n)
     arrays["loaded_seed3"] = np.asarray(aaejax.load(out / "aae_seeds", seed_index=3).encode(np.zeros((1, 28, 28, 1))))
     np.savez(out / "params.npz", **arrays)
 
 
+def multiprocess(out: Path) -> None:
+    """The data-parallel BiGAN run, as one process of a multi-process job when the environment
+    says so (the same call the command line makes first)."""
+    from aaejax import parallel
+
+    parallel.initialize_distributed()
+    from jax.experimental import multihost_utils
+
+    config = tiny_bigan_config(num_steps=6, log_every=3, checkpoint_every=3, sample_every=3, shard="batch")
+    state = trainer.train(config, out / "run", bars_dataset())
+    gathered = {k: multihost_utils.process_allgather(x, tiled=True) if jax.process_count() > 1 else x
+                for k, x in flat_arrays(state.nets).items()}
+    if jax.process_index() == 0:
+        np.savez(out / "params.npz", process_count=np.array(jax.process_count()),
+                 device_count=np.array(jax.device_count()), **{k: np.asarray(v) for k, v in gathered.items()})
+
+
+def flat_arrays(tree) -> dict:
+    return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[2:] == ["multiprocess"]:
+        multiprocess(Path(sys.argv[1]))
+    else:
+        main(Path(sys.argv[1]))

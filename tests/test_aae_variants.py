@@ -74,6 +74,7 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", input_noise=-0.1), "input_noise"),
     (tiny_variant("clustering", balance_weight=-1.0), "balance_weight"),
     (tiny_variant("clustering", disc_noise=-0.3), "disc_noise"),
+    (tiny_variant("clustering", lr_schedule="exponential"), "lr_schedule='constant'"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -137,6 +138,12 @@ def test_conditioned_discriminator_sees_the_label(bars):
     state = model.init(jax.random.PRNGKey(0))
     kernel = state.nets["discriminator"].params["Dense_0"]["kernel"]
     chex.assert_shape(kernel, (2 + 10, 32))
+    z = jax.random.normal(jax.random.PRNGKey(1), (10, 2))
+    d = lambda labels: model.discriminator.apply(
+        {"params": state.nets["discriminator"].params}, jnp.concatenate([z, jax.nn.one_hot(labels, 10)], -1))
+    same, other = d(jnp.arange(10)), d((jnp.arange(10) + 1) % 10)
+    chex.assert_shape(same, (10,))
+    assert np.all(np.asarray(same) != np.asarray(other))
 
 
 def test_supervised_decoder_needs_labels_and_uses_them(bars):

@@ -43,14 +43,21 @@ def test_one_step(bars, variant, d_bn):
         assert state.nets[name].batch_stats, f"{name} has BatchNorm statistics"
 
 
-def test_discriminator_update_leaves_generator_and_encoder_untouched(bars):
-    model = BiGAN(tiny_bigan_config())
-    model.txs = dict(model.txs, generator=optax.set_to_zero(), encoder=optax.set_to_zero())
-    state = model.init(jax.random.PRNGKey(0))
-    new, _ = jax.jit(model.train_step)(state, {"image": jnp.asarray(bars.train_images[:16]),
-                                               "label": jnp.asarray(bars.train_labels[:16])})
-    chex.assert_trees_all_equal(state.nets["generator"].params, new.nets["generator"].params)
-    chex.assert_trees_all_equal(state.nets["encoder"].params, new.nets["encoder"].params)
+def test_discriminator_steps_first_and_generator_and_encoder_train_against_it(bars):
+    """D's update does not depend on G's and E's (it comes first, on detached pairs); theirs do
+    depend on D's (they are taken against the updated D)."""
+    batch = {"image": jnp.asarray(bars.train_images[:16]), "label": jnp.asarray(bars.train_labels[:16])}
+
+    def step(frozen):
+        model = BiGAN(tiny_bigan_config())
+        model.txs = dict(model.txs, **{n: optax.set_to_zero() for n in frozen})
+        return jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), batch)[0].nets
+
+    full, ge_frozen, d_frozen = step(()), step(("generator", "encoder")), step(("discriminator",))
+    chex.assert_trees_all_equal(full["discriminator"].params, ge_frozen["discriminator"].params)
+    for name in ("generator", "encoder"):
+        diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), full[name].params, d_frozen[name].params)
+        assert any(jax.tree_util.tree_leaves(diff)), f"{name}'s update ignored the updated discriminator"
 
 
 def test_eval_mode_is_independent_of_batch_composition(bars):

@@ -45,7 +45,7 @@ def test_multi_seed_evaluation_reports_each_and_mean_std(tmp_path, bars):
     assert [r["seed_index"] for r in out["seeds"]] == [0, 1]
     values = [r["recon_mse"] for r in out["seeds"]]
     assert out["mean"]["recon_mse"] == pytest.approx(np.mean(values))
-    assert out["std"]["recon_mse"] == pytest.approx(np.std(values)) and out["std"]["recon_mse"] > 0
+    assert out["std"]["recon_mse"] == pytest.approx(np.std(values, ddof=1)) and out["std"]["recon_mse"] > 0
     assert json.loads((tmp_path / "eval.json").read_text())["num_seeds"] == 2
 
 
@@ -95,3 +95,42 @@ def test_eight_devices_match_one_device(tmp_path):
         if key.startswith("resumed/"):
             np.testing.assert_allclose(eight[key], eight["bigan_batch/" + key.split("/", 1)[1]], rtol=1e-6,
                                        atol=1e-6, err_msg=key)
+    # Runs saved sharded over 8 devices load in this process too (its own device count).
+    for run in ("bigan_batch", "aae_seeds"):
+        chex.assert_shape(aaejax.load(tmp_path / "d8" / run).encode(np.zeros((2, 28, 28, 1), np.float32)), (2, None))
+    np.testing.assert_allclose(aaejax.load(tmp_path / "d8" / "aae_seeds", seed_index=3).encode(
+        np.zeros((1, 28, 28, 1), np.float32)), eight["loaded_seed3"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+    """A multi-process job (jax.distributed over localhost, one CPU device each) trains the same
+    parameters as one process with two devices, and process 0 alone writes the run's files."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    base = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1")
+    cmd = [sys.executable, str(REPO / "tests" / "parallel_worker.py")]
+    procs = [subprocess.Popen(cmd + [str(tmp_path / "multi"), "multiprocess"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(base, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
+    single = subprocess.run(cmd + [str(tmp_path / "single"), "multiprocess"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi, one = dict(np.load(tmp_path / "multi" / "params.npz")), dict(np.load(tmp_path / "single" / "params.npz"))
+    assert (int(multi.pop("process_count")), int(one.pop("process_count"))) == (2, 1)
+    assert int(multi.pop("device_count")) == int(one.pop("device_count")) == 2
+    assert set(multi) == set(one)
+    for key in one:
+        np.testing.assert_allclose(multi[key], one[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    run = tmp_path / "multi" / "run"
+    assert [r["step"] for r in aaejax.writers.read_metrics(run)] == [3, 6]  # one writer, not two
+    assert len(list((run / "samples").glob("*.png"))) == 4
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
+    assert aaejax.load(run).step == 6

@@ -78,6 +78,14 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
         if f.is_file():
             f.write_bytes(b"")
     assert aaejax.load(tmp_path).step == 20
+    # The same command resumes from step 20, moves step 40 aside (orbax would refuse to save
+    # step 40 over it) and saves a fresh step 40; the unreadable one is kept, not deleted.
+    trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    assert (tmp_path / "checkpoints_unreadable" / "40" / "state").is_dir()
+    assert aaejax.load(tmp_path).step == 40
+    for f in (ckpt_dir / "40" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
     for f in (ckpt_dir / "20" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
@@ -110,6 +118,18 @@ def test_workdir_with_another_config_is_refused(tmp_path, bars):
         trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars)
 
 
+def test_num_steps_may_change_on_resume_only_with_a_constant_learning_rate(tmp_path, bars):
+    """A decaying schedule is laid out over num_steps: resuming with another num_steps would jump
+    the learning rate, so it is refused; with a constant rate the run just goes on."""
+    trainer.train(tiny_aae_config(num_steps=10, lr_schedule="exponential"), tmp_path / "decay", bars)
+    with pytest.raises(trainer.ConfigError, match="num_steps: 10 -> 20 .*schedule"):
+        trainer.train(tiny_aae_config(num_steps=20, lr_schedule="exponential"), tmp_path / "decay", bars)
+    assert json.loads((tmp_path / "decay" / "config.json").read_text())["num_steps"] == 10
+    assert trainer.workdir_config_diff(tmp_path / "decay", tiny_aae_config(num_steps=10, lr_schedule="exponential")) == ""
+    trainer.train(tiny_aae_config(num_steps=10), tmp_path / "constant", bars)
+    assert trainer.workdir_config_diff(tmp_path / "constant", tiny_aae_config(num_steps=20)) == ""
+
+
 def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_path):
     """A run saved before a field existed resumes when the field's value is the one that run used,
     and is refused when it is not (semi-supervised now rebuilds labelled images; clustering runs
@@ -128,21 +148,29 @@ def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_pa
 
 @pytest.mark.parametrize("field,value,match", [
     ("batch_size", 0, "batch_size"), ("num_steps", -1, "num_steps"), ("dataset", "cifar", "dataset"),
-    ("model", "vae", "unknown model"), ("adv_weight", -1.0, "weights"), ("prior", "cauchy", "prior"),
+    ("model", "vae", "unknown model"), ("adv_weight", -1.0, "weights"), ("prior", "cauchy", "unknown prior"),
+    ("lr_schedule", "cosine", "unknown lr_schedule"),
 ])
 def test_bad_config_is_refused_before_any_work(tmp_path, field, value, match):
     config = tiny_aae_config()
     config[field] = value
-    with pytest.raises(Exception, match=match):
+    with pytest.raises(trainer.ConfigError, match=match):
         trainer.train(config, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars):
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeypatch):
+    from aaejax import aae
+
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
-    with pytest.raises(trainer.NonFiniteError, match="step"):
-        trainer.train(tiny_aae_config(num_steps=40, lr=1e30), tmp_path / "nan", bars)
-    assert not (tmp_path / "nan" / "checkpoints" / "40").exists()
+    saved = aaejax.load(tmp_path).state
+    to_model = aae.to_model
+    monkeypatch.setattr(aae, "to_model", lambda x: to_model(x) * jnp.nan)  # every later batch is NaN
+    with pytest.raises(trainer.NonFiniteError, match="non-finite .* at step 21; nothing was saved after step 20"):
+        trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["20"]
+    chex.assert_trees_all_equal(aaejax.load(tmp_path).state, saved)
+    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20]
 
 
 def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
@@ -172,6 +200,28 @@ def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch):
     state = trainer.train(tiny_aae_config(num_steps=40, skip_nonfinite=True), tmp_path / "skip", bars)
     assert bool(trainer.state_is_finite(state))
     skipped = sum(r["skipped_updates"] for r in aaejax.writers.read_metrics(tmp_path / "skip"))
+    assert 0 < skipped < 40
+
+
+def test_skip_nonfinite_keeps_the_batchnorm_statistics_of_a_skipped_update(tmp_path, bars, monkeypatch):
+    """BiGAN: a skipped update keeps the parameters, and the BatchNorm statistics with them (a NaN
+    forward pass would otherwise leave NaN statistics and stop the run)."""
+    from aaejax import bigan
+
+    to_unit, train_step = bigan.to_unit, bigan.BiGAN.train_step
+
+    def poisoned_step(self, state, batch):  # some batches turn NaN, in the train step only
+        bad = jnp.argmax(batch["image"][0].ravel()) % 3 == 0
+        monkeypatch.setattr(bigan, "to_unit", lambda x: jnp.where(bad, jnp.nan, to_unit(x)))
+        try:
+            return train_step(self, state, batch)
+        finally:
+            monkeypatch.setattr(bigan, "to_unit", to_unit)
+
+    monkeypatch.setattr(bigan.BiGAN, "train_step", poisoned_step)
+    state = trainer.train(tiny_bigan_config(num_steps=40, skip_nonfinite=True), tmp_path, bars)
+    assert bool(trainer.state_is_finite(state))
+    skipped = sum(r["skipped_updates"] for r in aaejax.writers.read_metrics(tmp_path))
     assert 0 < skipped < 40
 
 
@@ -218,6 +268,10 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
     z = model.encode(x)
     chex.assert_shape(z, (5, model.latent_dim))
     chex.assert_trees_all_close(model.encode(x), z)  # deterministic
+    as_bytes = np.round(x * 255).astype(np.uint8)  # uint8 images are scaled, not taken as 0..255 floats
+    chex.assert_trees_all_close(model.encode(as_bytes), model.encode(as_bytes / np.float32(255)), atol=1e-5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        model.encode(as_bytes.astype(np.float32))
     for images in (model.decode(z), model.sample(7, seed=1)):
         chex.assert_type(images, jnp.float32)
         assert images.shape[1:] == (28, 28, 1)
