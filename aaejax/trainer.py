@@ -314,7 +314,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     recon_fn = jax.jit(model.reconstruct)
     sample_fn = jax.jit(model.sample, static_argnums=2)
     fold_in = jax.vmap(jax.random.fold_in, (0, None)) if num_seeds > 1 else jax.random.fold_in
-    metrics_out = writers.MetricWriter(workdir, enabled=primary)
+    metrics_out = writers.MetricWriter(workdir, enabled=primary, resume_step=step)
     progress = _Progress(config.num_steps, enabled=primary)
 
     def meta():

@@ -42,14 +42,18 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
 class MetricWriter:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
-        """enabled=False (the other processes of a multi-process run) writes nothing."""
+    def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
+        """enabled=False (the other processes of a multi-process run) writes nothing.
+
+        resume_step: the step the run resumes from; TensorBoard purges its events after that step
+        (they are logged again), as `truncate_metrics` does for metrics.jsonl.
+        """
         from tensorboardX import SummaryWriter
 
         self.enabled = enabled
         if enabled:
             self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, scalars: dict, per_seed: dict | None = None) -> None:
         """scalars go to both; per_seed ({name: [value per model]}) to the JSON line only."""

@@ -102,6 +102,36 @@ def test_resume_continues_to_the_same_parameters(tmp_path, bars):
     chex.assert_trees_all_equal(full, resumed)
 
 
+def _tensorboard_events(path):
+    """The Event protos of one TensorBoard event file (TFRecord framing: length, crc, data, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, events, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        events.append(event_pb2.Event.FromString(data[i + 12:i + 12 + n]))
+        i += 12 + n + 4
+    return events
+
+
+def test_resume_relogs_later_steps_once(tmp_path, bars):
+    """Killed after step 40 was logged but before its checkpoint: the resumed run drops the
+    metrics after step 20 and tells TensorBoard to purge its events after step 20 (purge_step)."""
+    import shutil
+
+    trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    shutil.rmtree(tmp_path / "checkpoints" / "40")
+    trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20, 30, 40]
+    first, second = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    purge = [e for e in _tensorboard_events(second) if e.HasField("session_log")]
+    assert purge and purge[0].session_log.status == purge[0].session_log.START and purge[0].step == 21
+    logged = [e.step for e in _tensorboard_events(second) if e.HasField("summary")]
+    assert min(logged) == 30 and max(logged) == 40
+
+
 def test_killed_before_the_first_checkpoint_starts_over_cleanly(tmp_path, bars):
     """Metrics logged before any checkpoint committed (a kill in between) are not kept twice."""
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
