@@ -10,8 +10,12 @@ vs z = fake. Losses (weights in the config):
                    + balance_weight * KL(batch-mean y || uniform)              encoder
   supervised       supervised_weight * CE(y, label) on a labelled batch       encoder
 `phases="sequential"` (the paper's procedure) makes these three updates one after another in
-each step, each on the parameters the previous one left; `phases="joint"` updates the
-discriminators, then encoder and decoder once on the weighted sum (two forward passes fewer).
+each step, each on the parameters the previous one left; with `phase_optimizers` each phase has
+its own Adam state for the encoder (and the decoder), as separate optimizers per phase would, so
+the small adversarial gradients are not scaled by the reconstruction's second moments (state
+entries `encoder_adv`, `encoder_sup`, `decoder_sup`: optimizer states only, `params` empty).
+`phases="joint"` updates the discriminators, then encoder and decoder once on the weighted sum
+(two forward passes fewer).
 `input_noise` > 0 trains a denoising encoder (it sees x + noise, the decoder rebuilds x).
 `disc_noise` > 0 adds Gaussian instance noise to both discriminators' inputs, real and fake, in
 their update and in the encoder's. `labelled_recon` (semi-supervised) adds to the supervised
@@ -35,6 +39,9 @@ from aaejax.priors import Gaussian
 from aaejax.state import NetState, TrainState, make_optimizers
 
 NETS = ("encoder", "decoder", "disc_category", "disc_style")
+# Optimizer-only state entries of phases="sequential" with phase_optimizers: name -> the network
+# whose parameters that phase's optimizer updates (the supervised ones in semi-supervised runs).
+PHASE_OPTIMIZERS = {"encoder_adv": "encoder", "encoder_sup": "encoder", "decoder_sup": "decoder"}
 
 
 class CategoricalAAE:
@@ -53,7 +60,11 @@ class CategoricalAAE:
         self.disc_style = LatentDiscriminator(tuple(config.disc_hidden))
         self.prior = Gaussian(float(config.prior_scale))
         self.semi_supervised = int(config.num_labels) > 0
-        self.txs, self.schedules = make_optimizers(config, NETS)
+        self.phase_optimizers = config.phases == "sequential" and bool(config.phase_optimizers)
+        used = {"encoder_adv", *(("encoder_sup",) if self.semi_supervised else ()),
+                *(("decoder_sup",) if self.semi_supervised and config.labelled_recon else ())}
+        self.phase_nets = {n: t for n, t in PHASE_OPTIMIZERS.items() if self.phase_optimizers and n in used}
+        self.txs, self.schedules = make_optimizers(config, NETS + tuple(self.phase_nets))
 
     def init(self, rng: jax.Array) -> TrainState:
         keys = jax.random.split(rng, 5)
@@ -66,6 +77,8 @@ class CategoricalAAE:
             "disc_style": self.disc_style.init(keys[3], z),
         }
         nets = {n: NetState.create(v, self.txs[n]) for n, v in variables.items()}
+        for n, target in self.phase_nets.items():
+            nets[n] = NetState(params={}, opt_state=self.txs[n].init(nets[target].params), batch_stats={})
         return TrainState.create(keys[4], nets)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -90,6 +103,14 @@ class CategoricalAAE:
         z_real = self.prior.sample(k_style, (batch_size, self.style_dim))
         nets = dict(state.nets)
         metrics = {}
+
+        def update(target, grads, phase=None):
+            """Applies `grads` to network `target` with the optimizer state of `phase` (its own by
+            default, or a phase's own with phase_optimizers)."""
+            opt = phase if (phase and self.phase_optimizers) else target
+            updates, opt_state = self.txs[opt].update(grads, nets[opt].opt_state, nets[target].params)
+            nets[opt] = nets[opt].replace(opt_state=opt_state)
+            nets[target] = nets[target].replace(params=optax.apply_updates(nets[target].params, updates))
         encode = lambda p: self.encoder.apply({"params": p}, x_in)
 
         def instance_noise(key, *codes):
@@ -177,12 +198,12 @@ class CategoricalAAE:
             (_, (adv_cat, adv_style, balance)), code_grads = jax.value_and_grad(
                 gen_fn, argnums=(0, 1), has_aux=True)(logits, z)
             (enc_g,) = enc_vjp(code_grads)
-            nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
+            update("encoder", enc_g, "encoder_adv")
             if self.semi_supervised:
                 enc_g, dec_g = supervised_grads(nets["encoder"].params, nets["decoder"].params)
-                nets["encoder"] = nets["encoder"].apply_gradients(self.txs["encoder"], enc_g)
+                update("encoder", enc_g, "encoder_sup")
                 if dec_g is not None:
-                    nets["decoder"] = nets["decoder"].apply_gradients(self.txs["decoder"], dec_g)
+                    update("decoder", dec_g, "decoder_sup")
             ae_loss = cfg.recon_weight * rec + cfg.adv_weight * (adv_cat + adv_style) + balance_weight * balance
         else:
             # One weighted update of encoder and decoder against the just-updated discriminators.
@@ -258,8 +279,8 @@ def validate(config) -> None:
         raise ValueError("loss weights must be >= 0")
     if config.phases not in ("joint", "sequential"):
         raise ValueError(f"phases must be 'joint' or 'sequential', got {config.phases!r}")
-    if config.phases == "sequential" and config.lr_schedule != "constant":
-        # Each phase steps the encoder's optimizer, so its schedule would run 2-3x ahead.
+    if config.phases == "sequential" and not config.phase_optimizers and config.lr_schedule != "constant":
+        # Each phase steps the encoder's one optimizer, so its schedule would run 2-3x ahead.
         raise ValueError(f"phases='sequential' updates the encoder several times a step and needs "
                          f"lr_schedule='constant', got {config.lr_schedule!r}")
     if config.balance_weight < 0:

@@ -81,6 +81,37 @@ def test_categorical_config_errors(config, match):
         trainer.validate_config(config)
 
 
+def _adam_counts(net) -> list[int]:
+    return [int(x) for path, x in jax.tree_util.tree_leaves_with_path(net.opt_state)
+            if "count" in jax.tree_util.keystr(path)]
+
+
+@pytest.mark.parametrize("phase_optimizers", [False, True])
+def test_sequential_phases_with_and_without_an_optimizer_per_phase(bars, phase_optimizers):
+    """Sequential phases step the encoder three times a step (decoder twice with labelled_recon):
+    with one Adam state each, every state counts one update per step; otherwise the encoder's
+    one state counts all three."""
+    config = tiny_variant("semi_supervised", phases="sequential", phase_optimizers=phase_optimizers)
+    model = trainer.build_model(config)
+    state = model.init(jax.random.PRNGKey(0))
+    extra = {"encoder_adv", "encoder_sup", "decoder_sup"}
+    assert (set(state.nets) - {"encoder", "decoder", "disc_category", "disc_style"}) == (extra if phase_optimizers else set())
+    new, _ = jax.jit(model.train_step)(state, _batch(bars, config))
+    expected = {"encoder": 1 if phase_optimizers else 3, "decoder": 1 if phase_optimizers else 2,
+                "disc_category": 1, "disc_style": 1, **({n: 1 for n in extra} if phase_optimizers else {})}
+    for name, count in expected.items():
+        assert set(_adam_counts(new.nets[name])) == {count}, name
+    for name in extra & set(new.nets):
+        assert new.nets[name].params == {}  # optimizer state only: the parameters live in one place
+    if phase_optimizers:  # clustering (no labels): the adversarial phase's optimizer only
+        clustering = trainer.build_model(tiny_variant("clustering", phase_optimizers=True))
+        nets = set(jax.eval_shape(clustering.init, jax.random.PRNGKey(0)).nets)
+        assert nets == {"encoder", "decoder", "disc_category", "disc_style", "encoder_adv"}
+    for name in ("encoder", "decoder"):
+        diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), state.nets[name].params, new.nets[name].params)
+        assert any(jax.tree_util.tree_leaves(diff)), name
+
+
 def test_labelled_subset_is_balanced_and_fixed_by_seed():
     labels = np.random.default_rng(0).integers(0, 10, 5000)
     a = data_lib.labelled_subset(labels, 100, 10, seed=3)
@@ -122,7 +153,9 @@ def test_one_step_keeps_shapes_and_changes_every_tree(bars, variant):
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new)
     chex.assert_tree_all_finite((new, metrics))
     for name in state.nets:
-        before, after = jax.tree_util.tree_leaves(state.nets[name].params), jax.tree_util.tree_leaves(new.nets[name].params)
+        tree = "params" if state.nets[name].params else "opt_state"  # optimizer-only entries
+        before = jax.tree_util.tree_leaves(getattr(state.nets[name], tree))
+        after = jax.tree_util.tree_leaves(getattr(new.nets[name], tree))
         assert any(not np.array_equal(a, b) for a, b in zip(before, after)), name
     x = jnp.asarray(bars.test_images[:5], jnp.float32) / 255.0
     labels = jnp.asarray(bars.test_labels[:5])
