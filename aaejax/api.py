@@ -34,17 +34,18 @@ class LoadedModel:
     def encode(self, x) -> jax.Array:
         """[N, 28, 28, 1] float in [0, 1] (or uint8 in 0..255, scaled here) -> [N, latent_dim]
         (the posterior mean for the AAE)."""
-        x = jnp.asarray(x)
+        if not isinstance(x, (np.ndarray, jax.Array)):
+            x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
             raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
-        if x.dtype == jnp.uint8:
-            x = x.astype(jnp.float32) / 255.0
-        else:
-            x = x.astype(jnp.float32)
-            lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
-            if x.size and (lo < -1e-3 or hi > 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
+        if x.dtype == np.uint8:
+            return self._encode(self.state, jnp.asarray(x, jnp.float32) / 255.0)
+        if x.size:  # on the host for numpy input; a NaN fails the check too
+            xp = np if isinstance(x, np.ndarray) else jnp
+            lo, hi = (float(v) for v in jax.device_get((xp.min(x), xp.max(x))))
+            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
                 raise ValueError(f"encode expects float images in [0, 1] (or uint8), got values in [{lo:g}, {hi:g}]")
-        return self._encode(self.state, x)
+        return self._encode(self.state, jnp.asarray(x, jnp.float32))
 
     def decode(self, z, labels=None) -> jax.Array:
         """[N, latent_dim] -> [N, 28, 28, 1] float32 in [0, 1].

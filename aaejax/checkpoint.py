@@ -83,11 +83,13 @@ class Checkpointer:
         if not steps:
             return
         aside = self.directory.with_name(self.directory.name + "_unreadable")
+        parallel.sync("aaejax: checkpoints restored")  # no process still reads what moves
         for step in steps if move else ():
             aside.mkdir(exist_ok=True)
-            target = aside / str(step)
-            if target.exists():  # one set aside before: keep both
-                target = aside / f"{step}.{len(list(aside.iterdir()))}"
+            target, n = aside / str(step), 0
+            while target.exists():  # one set aside before: keep both
+                n += 1
+                target = aside / f"{step}.{n}"
             shutil.move(str(self.directory / str(step)), str(target))
             log.warning("moved unreadable checkpoint step %d to %s", step, target)
         parallel.sync("aaejax: unreadable checkpoints set aside")

@@ -37,7 +37,9 @@ def initialize_distributed() -> bool:
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
                                    int(env["JAX_PROCESS_ID"]))
         return True
-    if int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    # SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is also set in a plain shell inside an
+    # allocation, where a single process must not wait for peers that never start.
+    if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
         jax.distributed.initialize()
         return True
     return False

@@ -250,7 +250,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     primary = jax.process_index() == 0
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test.{os.getpid()}"
+        probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -342,6 +342,14 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
         multihost_utils.process_allgather, tiled=True)
 
+    def stop_requested(stop) -> bool:
+        """Whether any process got SIGINT/SIGTERM: all stop (and save) at the same boundary, since
+        the save is collective; a signal that reached only some processes would hang the rest."""
+        if jax.process_count() == 1:
+            return stop.signum is not None
+        flags = multihost_utils.process_allgather(np.int32(stop.signum is not None))
+        return bool(np.any(flags))
+
     def finish(pending, step):
         """Waits for a dispatched chunk; returns (metrics on host, an error message or None).
 
@@ -395,10 +403,10 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
                 write_samples(state)
             if want_ckpt:
                 ckpt.save(step, state, meta())
-            if stop.signum is not None:
+            if stop_requested(stop):
                 if step not in ckpt.steps():
                     ckpt.save(step, save_eval_state(state), meta())
-                log.warning("stopped by signal %d at step %d; checkpoint saved", stop.signum, step)
+                log.warning("stopped by signal %s at step %d; checkpoint saved", stop.signum, step)
                 raise KeyboardInterrupt(f"signal {stop.signum}")
     except KeyboardInterrupt:
         progress.close()

@@ -111,15 +111,22 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    base = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1")
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    base.update(JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1")
     cmd = [sys.executable, str(REPO / "tests" / "parallel_worker.py")]
-    procs = [subprocess.Popen(cmd + [str(tmp_path / "multi"), "multiprocess"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(cmd + [str(tmp_path / "multi"), "multiprocess"], cwd=REPO, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT,
                               env=dict(base, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
                                        JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
+             for i, log in enumerate(logs)]
+    try:
+        for p in procs:
+            p.wait(timeout=600)
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log.read_text()[-2000:] for log in logs)
     single = subprocess.run(cmd + [str(tmp_path / "single"), "multiprocess"], cwd=REPO, capture_output=True,
                             text=True, timeout=600, env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert single.returncode == 0, single.stderr[-3000:]
