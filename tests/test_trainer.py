@@ -93,13 +93,23 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
         aaejax.load(tmp_path)
 
 
+def _clustering_with_phase_optimizers(**overrides):
+    from test_aae_variants import tiny_variant
+
+    return tiny_variant("clustering", phase_optimizers=True, **overrides)
+
+
 @pytest.mark.slow
-def test_resume_continues_to_the_same_parameters(tmp_path, bars):
-    """20 steps + 20 more (resumed from the checkpoint) == 40 steps in one go, bit for bit."""
-    full = trainer.train(tiny_aae_config(num_steps=40), tmp_path / "a", bars)
-    trainer.train(tiny_aae_config(num_steps=20), tmp_path / "b", bars)
-    resumed = trainer.train(tiny_aae_config(num_steps=40), tmp_path / "b", bars)
+@pytest.mark.parametrize("make_config", [tiny_aae_config, _clustering_with_phase_optimizers],
+                         ids=["aae", "clustering_phase_optimizers"])
+def test_resume_continues_to_the_same_parameters(tmp_path, bars, make_config):
+    """20 steps + 20 more (resumed from the checkpoint) == 40 steps in one go, bit for bit (also
+    with the optimizer-only state entries of phase_optimizers)."""
+    full = trainer.train(make_config(num_steps=40), tmp_path / "a", bars)
+    trainer.train(make_config(num_steps=20), tmp_path / "b", bars)
+    resumed = trainer.train(make_config(num_steps=40), tmp_path / "b", bars)
     chex.assert_trees_all_equal(full, resumed)
+    chex.assert_trees_all_equal(aaejax.load(tmp_path / "b").state, resumed)
 
 
 def _tensorboard_events(path):
