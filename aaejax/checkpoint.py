@@ -16,6 +16,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from aaejax import parallel
+
 log = logging.getLogger(__name__)
 
 
@@ -78,8 +80,6 @@ class Checkpointer:
         when it reaches the unreadable one again. In a multi-process run every process calls
         this, and only the one with `move` (process 0) touches the files.
         """
-        from aaejax import parallel
-
         if not steps:
             return
         aside = self.directory.with_name(self.directory.name + "_unreadable")

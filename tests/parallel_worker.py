@@ -24,7 +24,7 @@ from conftest import bars_dataset, tiny_aae_config, tiny_bigan_config  # noqa: E
 
 
 def flat(tree) -> dict:
-    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+    return {k: np.asarray(x) for k, x in flat_arrays(tree).items()}
 
 
 def main(out: Path) -> None:
