@@ -60,10 +60,11 @@ class CategoricalAAE:
         self.disc_style = LatentDiscriminator(tuple(config.disc_hidden))
         self.prior = Gaussian(float(config.prior_scale))
         self.semi_supervised = int(config.num_labels) > 0
-        self.phase_optimizers = config.phases == "sequential" and bool(config.phase_optimizers)
+        phase_optimizers = config.phases == "sequential" and bool(config.phase_optimizers)
         used = {"encoder_adv", *(("encoder_sup",) if self.semi_supervised else ()),
                 *(("decoder_sup",) if self.semi_supervised and config.labelled_recon else ())}
-        self.phase_nets = {n: t for n, t in PHASE_OPTIMIZERS.items() if self.phase_optimizers and n in used}
+        # The phase optimizers this run has (none without phase_optimizers): entry -> its network.
+        self.phase_nets = {n: t for n, t in PHASE_OPTIMIZERS.items() if phase_optimizers and n in used}
         self.txs, self.schedules = make_optimizers(config, NETS + tuple(self.phase_nets))
 
     def init(self, rng: jax.Array) -> TrainState:
@@ -107,7 +108,7 @@ class CategoricalAAE:
         def update(target, grads, phase=None):
             """Applies `grads` to network `target` with the optimizer state of `phase` (its own by
             default, or a phase's own with phase_optimizers)."""
-            opt = phase if (phase and self.phase_optimizers) else target
+            opt = phase if phase in self.phase_nets else target
             updates, opt_state = self.txs[opt].update(grads, nets[opt].opt_state, nets[target].params)
             nets[opt] = nets[opt].replace(opt_state=opt_state)
             nets[target] = nets[target].replace(params=optax.apply_updates(nets[target].params, updates))

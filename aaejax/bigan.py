@@ -24,7 +24,7 @@ from aaejax import data as data_lib
 from aaejax import losses
 from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
 from aaejax.priors import make_prior
-from aaejax.state import NetState, TrainState, make_optimizers
+from aaejax.state import NetState, TrainState, all_finite, make_optimizers
 
 NETS = ("generator", "encoder", "discriminator")
 D_BN_MODES = ("separate", "joint")
@@ -73,7 +73,7 @@ class BiGAN:
         the parameters and the statistics must stay with them."""
         if not self.config.skip_nonfinite:
             return new
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves((new, grads))]))
+        finite = all_finite((new, grads))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
 
     def _d_logits(self, d: NetState, params, x_real, z_real, x_fake, z_fake):

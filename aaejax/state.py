@@ -54,6 +54,12 @@ class TrainState:
         return jax.random.fold_in(self.rng, self.step)
 
 
+def all_finite(tree) -> jax.Array:
+    """bool []: every float leaf of `tree` is finite (NaN/Inf anywhere -> False)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
 SCHEDULES = ("constant", "exponential", "hold_then_exponential")
 
 

@@ -40,7 +40,7 @@ from aaejax import data as data_lib
 from aaejax import parallel
 from aaejax import writers
 from aaejax.checkpoint import Checkpointer, abstract_like
-from aaejax.state import SCHEDULES
+from aaejax.state import SCHEDULES, all_finite
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, label
 
 
 def state_is_finite(state) -> jax.Array:
-    leaves = [x for x in jax.tree_util.tree_leaves(state.nets) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    return all_finite(state.nets)
 
 
 def config_dict(config) -> dict:
@@ -328,15 +327,10 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     def write_samples(s):  # of the first model when there are several
         s = s if num_seeds == 1 else jax.tree_util.tree_map(lambda x: x[0], s)
         recon = np.asarray(recon_fn(s, fixed_inputs, fixed_labels))
-        grid = writers.image_grid(writers.side_by_side(np.asarray(fixed_inputs), recon), ncols=8)
-        if primary:
-            writers.save_png(workdir / "samples" / f"recon_{step:07d}.png", grid)
-        metrics_out.image("reconstructions", step, grid)
+        pairs = writers.side_by_side(np.asarray(fixed_inputs), recon)
+        metrics_out.image("recon", step, writers.image_grid(pairs, ncols=8))
         samples = np.asarray(sample_fn(s, sample_keys[0], 64))
-        grid = writers.image_grid(samples, ncols=8)
-        if primary:
-            writers.save_png(workdir / "samples" / f"samples_{step:07d}.png", grid)
-        metrics_out.image("samples", step, grid)
+        metrics_out.image("samples", step, writers.image_grid(samples, ncols=8))
 
     # Several processes: every one gathers the (global) metrics, so all take the same decisions.
     fetch = jax.device_get if jax.process_count() == 1 else functools.partial(

@@ -40,7 +40,8 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
 
 
 class MetricWriter:
-    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
+    """A run's files besides checkpoints: one JSON object per logged step in metrics.jsonl,
+    scalars and image grids mirrored to TensorBoard, grids as samples/<name>_<step>.png."""
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
         """enabled=False (the other processes of a multi-process run) writes nothing.
@@ -50,7 +51,7 @@ class MetricWriter:
         """
         from tensorboardX import SummaryWriter
 
-        self.enabled = enabled
+        self.enabled, self.workdir = enabled, Path(workdir)
         if enabled:
             self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
             self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
@@ -67,9 +68,11 @@ class MetricWriter:
             record["per_seed"] = per_seed
         self._jsonl.write(json.dumps(record) + "\n")
 
-    def image(self, tag: str, step: int, grid: np.ndarray) -> None:
+    def image(self, name: str, step: int, grid: np.ndarray) -> None:
+        """grid: uint8 [H, W] (image_grid) -> samples/<name>_<step>.png and TensorBoard `name`."""
         if self.enabled:
-            self._tb.add_image(tag, grid[None], step, dataformats="CHW")
+            save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", grid)
+            self._tb.add_image(name, grid[None], step, dataformats="CHW")
 
     def close(self) -> None:
         if not self.enabled:
