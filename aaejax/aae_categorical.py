@@ -20,7 +20,8 @@ entries `encoder_adv`, `encoder_sup`, `decoder_sup`: optimizer states only, `par
 `disc_noise` > 0 adds Gaussian instance noise to both discriminators' inputs, real and fake, in
 their update and in the encoder's. `labelled_recon` (semi-supervised) adds to the supervised
 phase recon_weight * MSE(decoder(one_hot(label), z), x) on the labelled batch (encoder, decoder),
-which ties each category to its class in the decoder as well.
+which ties each category to its class in the decoder as well. `labelled_shift` > 0 translates
+each labelled image by up to that many pixels (a fresh draw every step) before both.
 With `num_labels` = 0 it is the clustering model (K = 16 in the paper's set-up); with
 `num_labels` > 0 the trainer supplies a labelled batch from a class-balanced subset chosen by the
 seed (`batch['labelled_image']`, `batch['labelled_label']`).
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aaejax import losses
+from aaejax import data, losses
 from aaejax.aae import AAE, to_model, to_unit
 from aaejax.models import AAEDecoder, CategoricalEncoder, LatentDiscriminator
 from aaejax.priors import Gaussian
@@ -93,6 +94,7 @@ class CategoricalAAE:
         k_cat, k_style, k_noise, k_noise_l = jax.random.split(state.step_key(), 4)
         # Keys for the options added later come from fold_in, so the older options' draws stay as they were.
         k_dnoise_d, k_dnoise_e = jax.random.split(jax.random.fold_in(state.step_key(), 1))
+        k_shift = jax.random.fold_in(state.step_key(), 2)
         noise = float(cfg.input_noise)
         disc_noise = float(cfg.disc_noise)
         balance_weight = float(cfg.balance_weight)
@@ -157,7 +159,8 @@ class CategoricalAAE:
         def supervised_grads(enc_params, dec_params):
             """(encoder grads, decoder grads or None) of the supervised phase: the cross-entropy, and
             with `labelled_recon` the labelled images rebuilt from their true one-hot label and style."""
-            xl_clean = to_model(batch["labelled_image"])
+            # Random translations of the few labelled images: the classifier sees more than 10 per class.
+            xl_clean = to_model(data.random_shift(k_shift, batch["labelled_image"], int(cfg.labelled_shift)))
             xl = xl_clean + noise * jax.random.normal(k_noise_l, xl_clean.shape) if noise else xl_clean
             labels = batch["labelled_label"]
 
@@ -288,6 +291,8 @@ def validate(config) -> None:
         raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
     if config.disc_noise < 0:
         raise ValueError(f"disc_noise must be >= 0, got {config.disc_noise}")
+    if config.labelled_shift < 0 or config.labelled_shift > 14:
+        raise ValueError(f"labelled_shift must be in [0, 14] pixels, got {config.labelled_shift}")
     if config.input_noise < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:

@@ -46,7 +46,8 @@ def base(model: str) -> ml_collections.ConfigDict:
 # a run did (the code reads them with the same default); a saved config lacking one gets it here.
 ADDED_FIELDS = {
     "aae": {"phases": "joint", "balance_weight": 0.0, "input_noise": 0.0, "disc_noise": 0.0,
-            "labelled_recon": False, "phase_optimizers": False},
+            "labelled_recon": False, "phase_optimizers": False,
+            "labelled_shift": 0},
 }
 
 

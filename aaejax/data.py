@@ -276,3 +276,18 @@ def labelled_batch_indices(key, labelled, batch_size: int):
     import jax
 
     return labelled[jax.random.randint(key, (batch_size,), 0, labelled.shape[0])]
+
+
+def random_shift(key, images, max_shift: int):
+    """Each image translated by its own random (dy, dx) in [-max_shift, max_shift], the uncovered
+    border filled with zeros (background): [N, H, W, C] -> [N, H, W, C], on the device."""
+    import jax
+    import jax.numpy as jnp
+
+    if not max_shift:
+        return images
+    n, h, w, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    offsets = jax.random.randint(key, (n, 2), 0, 2 * max_shift + 1)
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+    return jax.vmap(crop)(padded, offsets)

@@ -54,6 +54,7 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.input_noise = 0.0  # std of Gaussian noise on the categorical encoder's input ([-1, 1] scale)
     c.disc_noise = 0.0  # std of Gaussian noise on both discriminators' inputs (instance noise)
     c.labelled_recon = False  # semi-supervised: also rebuild labelled images from their true label
+    c.labelled_shift = 0  # semi-supervised: random translation of labelled images, up to this many pixels
     c.phase_optimizers = False  # sequential: one Adam state per phase (see aaejax/aae_categorical.py)
     if variant == "paper":
         c.latent_dim = 8

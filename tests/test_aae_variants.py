@@ -75,6 +75,7 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", balance_weight=-1.0), "balance_weight"),
     (tiny_variant("clustering", disc_noise=-0.3), "disc_noise"),
     (tiny_variant("clustering", lr_schedule="exponential"), "lr_schedule='constant'"),
+    (tiny_variant("semi_supervised", labelled_shift=-1), "labelled_shift"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -245,6 +246,12 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
                               c.nets["encoder"].params["category"]["kernel"])
     decoder = lambda s: s.nets["decoder"].params["Dense_0"]["kernel"]
     assert np.array_equal(decoder(a), decoder(c)) != labelled_recon
+    # labelled_shift translates the labelled images: the supervised update changes, the rest not.
+    config.labelled_shift = 2
+    d, _ = jax.jit(trainer.build_model(config).train_step)(state, batch)
+    assert not np.array_equal(a.nets["encoder"].params["category"]["kernel"],
+                              d.nets["encoder"].params["category"]["kernel"])
+    chex.assert_trees_all_equal(a.nets["disc_style"], d.nets["disc_style"])
 
 
 @pytest.mark.slow

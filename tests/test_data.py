@@ -135,3 +135,25 @@ def test_epoch_permutation_is_a_function_of_seed_and_epoch():
     np.testing.assert_array_equal(np.sort(np.asarray(p0)), np.arange(100))
     idx = jax.jit(data_lib.batch_indices, static_argnums=2)(p0, jnp.int32(2), 10)
     np.testing.assert_array_equal(idx, p0[20:30])
+
+
+def test_random_shift_translates_each_image_within_bounds():
+    """Every output is its input moved by some (dy, dx) with |dy|, |dx| <= max_shift, zeros filling
+    the border; the draws differ between images; max_shift 0 is the identity."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (64, 9, 9, 1), dtype=np.uint8)  # no zero pixel: a shift is unambiguous
+    out = np.asarray(jax.jit(data_lib.random_shift, static_argnums=2)(jax.random.PRNGKey(1), images, 2))
+    chex.assert_shape(out, images.shape)
+    assert out.dtype == images.dtype
+    seen = set()
+    for x, y in zip(images, out):
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                padded = np.pad(x, ((2, 2), (2, 2), (0, 0)))
+                if np.array_equal(padded[2 - dy:11 - dy, 2 - dx:11 - dx], y):
+                    matches.append((dy, dx))
+        assert len(matches) == 1, matches
+        seen.add(matches[0])
+    assert len(seen) > 10  # 25 possible shifts over 64 images
+    np.testing.assert_array_equal(data_lib.random_shift(jax.random.PRNGKey(1), images, 0), images)
