@@ -22,6 +22,9 @@ their update and in the encoder's. `labelled_recon` (semi-supervised) adds to th
 phase recon_weight * MSE(decoder(one_hot(label), z), x) on the labelled batch (encoder, decoder),
 which ties each category to its class in the decoder as well. `labelled_shift` > 0 translates
 each labelled image by up to that many pixels (a fresh draw every step) before both.
+`consistency_weight` > 0 (not in the paper) adds to the encoder's regularisation
+consistency_weight * KL(y(x) || y(x shifted by up to `consistency_shift` pixels)) on the unlabelled
+batch: the category must not depend on where the digit sits.
 With `num_labels` = 0 it is the clustering model (K = 16 in the paper's set-up); with
 `num_labels` > 0 the trainer supplies a labelled batch from a class-balanced subset chosen by the
 seed (`batch['labelled_image']`, `batch['labelled_label']`).
@@ -95,6 +98,8 @@ class CategoricalAAE:
         # Keys for the options added later come from fold_in, so the older options' draws stay as they were.
         k_dnoise_d, k_dnoise_e = jax.random.split(jax.random.fold_in(state.step_key(), 1))
         k_shift = jax.random.fold_in(state.step_key(), 2)
+        k_consist = jax.random.fold_in(state.step_key(), 3)
+        consistency_weight = float(cfg.consistency_weight)
         noise = float(cfg.input_noise)
         disc_noise = float(cfg.disc_noise)
         balance_weight = float(cfg.balance_weight)
@@ -178,6 +183,21 @@ class CategoricalAAE:
             metrics.update(supervised_ce=ce, labelled_accuracy=acc)
             return enc_g, (dec_g if labelled_recon else None)
 
+        def consistency_grads(enc_params, logits):
+            """Encoder grads of consistency_weight * KL(y(x) || y(shift(x))) on the unlabelled batch:
+            the category may not change when the digit moves by a pixel or two. y(x) (`logits`) is
+            the fixed target; the gradient flows through the shifted view only."""
+            target = jax.nn.softmax(jax.lax.stop_gradient(logits))
+            shifted = to_model(data.random_shift(k_consist, batch["image"], int(cfg.consistency_shift)))
+
+            def kl_fn(p):
+                log_q = jax.nn.log_softmax(self.encoder.apply({"params": p}, shifted)[0])
+                return jnp.mean(jnp.sum(target * (jnp.log(target + 1e-12) - log_q), -1))
+
+            kl, grads = jax.value_and_grad(kl_fn)(enc_params)
+            metrics["consistency_kl"] = kl
+            return jax.tree_util.tree_map(lambda g: consistency_weight * g, grads)
+
         if cfg.phases == "sequential":
             # The paper's three phases, each its own update: (a) reconstruction (encoder, decoder);
             # (b) regularisation: the discriminators on the updated encoder's codes, then the
@@ -202,6 +222,8 @@ class CategoricalAAE:
             (_, (adv_cat, adv_style, balance)), code_grads = jax.value_and_grad(
                 gen_fn, argnums=(0, 1), has_aux=True)(logits, z)
             (enc_g,) = enc_vjp(code_grads)
+            if consistency_weight:
+                enc_g = jax.tree_util.tree_map(jnp.add, enc_g, consistency_grads(nets["encoder"].params, logits))
             update("encoder", enc_g, "encoder_adv")
             if self.semi_supervised:
                 enc_g, dec_g = supervised_grads(nets["encoder"].params, nets["decoder"].params)
@@ -224,6 +246,8 @@ class CategoricalAAE:
             (ae_loss, (rec, adv_cat, adv_style, balance)), (g_logits, g_z, dec_grads) = jax.value_and_grad(
                 ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(logits, z, dec.params)
             (enc_grads,) = enc_vjp((g_logits, g_z))
+            if consistency_weight:
+                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, consistency_grads(enc.params, logits))
             if self.semi_supervised:
                 sup_enc, sup_dec = supervised_grads(enc.params, dec.params)
                 enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, sup_enc)
@@ -293,6 +317,10 @@ def validate(config) -> None:
         raise ValueError(f"disc_noise must be >= 0, got {config.disc_noise}")
     if config.labelled_shift < 0 or config.labelled_shift > 14:
         raise ValueError(f"labelled_shift must be in [0, 14] pixels, got {config.labelled_shift}")
+    if config.consistency_weight < 0:
+        raise ValueError(f"consistency_weight must be >= 0, got {config.consistency_weight}")
+    if config.consistency_weight and not 1 <= config.consistency_shift <= 14:
+        raise ValueError(f"consistency_shift must be in [1, 14] pixels, got {config.consistency_shift}")
     if config.input_noise < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:

@@ -55,6 +55,9 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.disc_noise = 0.0  # std of Gaussian noise on both discriminators' inputs (instance noise)
     c.labelled_recon = False  # semi-supervised: also rebuild labelled images from their true label
     c.labelled_shift = 0  # semi-supervised: random translation of labelled images, up to this many pixels
+    # weight of KL(y(x) || y(x shifted by up to consistency_shift pixels)) in the encoder's loss (not in the paper)
+    c.consistency_weight = 0.0
+    c.consistency_shift = 2
     c.phase_optimizers = False  # sequential: one Adam state per phase (see aaejax/aae_categorical.py)
     if variant == "paper":
         c.latent_dim = 8

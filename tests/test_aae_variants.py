@@ -76,6 +76,8 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", disc_noise=-0.3), "disc_noise"),
     (tiny_variant("clustering", lr_schedule="exponential"), "lr_schedule='constant'"),
     (tiny_variant("semi_supervised", labelled_shift=-1), "labelled_shift"),
+    (tiny_variant("clustering", consistency_weight=-1.0), "consistency_weight"),
+    (tiny_variant("clustering", consistency_weight=1.0, consistency_shift=0), "consistency_shift"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -194,7 +196,7 @@ def test_supervised_decoder_needs_labels_and_uses_them(bars):
 
 @pytest.mark.parametrize("phases", ["joint", "sequential"])
 def test_categorical_options_each_change_the_update(bars, phases):
-    """input_noise, disc_noise and balance_weight each change the encoder's update, in both phase modes; the
+    """input_noise, disc_noise, balance_weight and consistency_weight each change the encoder's update, in both phase modes; the
     balance metric is KL(batch-mean y || uniform), within [0, log K]; classify stays deterministic."""
     def step(**overrides):
         config = tiny_variant("clustering", phases=phases, input_noise=0.0, balance_weight=0.0)
@@ -208,9 +210,11 @@ def test_categorical_options_each_change_the_update(bars, phases):
     model, base, metrics = step()
     assert 0.0 <= float(metrics["category_balance_kl"]) <= math.log(model.num_categories) + 1e-6
     kernel = lambda s: s.nets["encoder"].params["category"]["kernel"]
-    for overrides in ({"input_noise": 0.3}, {"disc_noise": 0.3}, {"balance_weight": 5.0}):
-        _, other, _ = step(**overrides)
+    for overrides in ({"input_noise": 0.3}, {"disc_noise": 0.3}, {"balance_weight": 5.0}, {"consistency_weight": 1.0}):
+        _, other, other_metrics = step(**overrides)
         assert not np.allclose(kernel(base), kernel(other)), overrides
+    # The consistency KL is >= 0 and reported only when it is used.
+    assert "consistency_kl" not in metrics and float(other_metrics["consistency_kl"]) >= 0.0
     _, noisy, _ = step(input_noise=0.3)
     x = jnp.asarray(bars.test_images[:8], jnp.float32) / 255.0
     np.testing.assert_array_equal(model.classify(noisy, x), model.classify(noisy, x))
