@@ -172,13 +172,16 @@ def test_num_steps_may_change_on_resume_only_with_a_constant_learning_rate(tmp_p
 
 def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_path):
     """A run saved before a field existed resumes when the field's value is the one that run used,
-    and is refused when it is not (semi-supervised now rebuilds labelled images; clustering runs
-    sequential phases, input noise and the balance term)."""
+    and is refused when it is not (semi-supervised now rebuilds and shifts labelled images, with the
+    balance and consistency terms; clustering runs sequential phases, input noise, the balance and
+    consistency terms)."""
     from aaejax import configs
     from test_aae_variants import tiny_variant
 
-    for variant, differing in (("seed", set()), ("semi_supervised", {"labelled_recon"}),
-                               ("clustering", {"phases", "input_noise", "balance_weight"})):
+    for variant, differing in (("seed", set()),
+                               ("semi_supervised", {"labelled_recon", "labelled_shift", "balance_weight",
+                                                    "consistency_weight"}),
+                               ("clustering", {"phases", "input_noise", "balance_weight", "consistency_weight"})):
         config = tiny_variant(variant)
         saved = {k: v for k, v in trainer.config_dict(config).items() if k not in configs.ADDED_FIELDS["aae"]}
         (tmp_path / "config.json").write_text(json.dumps(saved))
