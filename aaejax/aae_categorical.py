@@ -192,11 +192,11 @@ class CategoricalAAE:
 
             def kl_fn(p):
                 log_q = jax.nn.log_softmax(self.encoder.apply({"params": p}, shifted)[0])
-                return jnp.mean(jnp.sum(target * (jnp.log(target + 1e-12) - log_q), -1))
+                kl = jnp.mean(jnp.sum(target * (jnp.log(target + 1e-12) - log_q), -1))
+                return consistency_weight * kl, kl
 
-            kl, grads = jax.value_and_grad(kl_fn)(enc_params)
-            metrics["consistency_kl"] = kl
-            return jax.tree_util.tree_map(lambda g: consistency_weight * g, grads)
+            (_, metrics["consistency_kl"]), grads = jax.value_and_grad(kl_fn, has_aux=True)(enc_params)
+            return grads
 
         if cfg.phases == "sequential":
             # The paper's three phases, each its own update: (a) reconstruction (encoder, decoder);
