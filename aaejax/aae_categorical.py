@@ -120,6 +120,7 @@ class CategoricalAAE:
             nets[opt] = nets[opt].replace(opt_state=opt_state)
             nets[target] = nets[target].replace(params=optax.apply_updates(nets[target].params, updates))
         encode = lambda p: self.encoder.apply({"params": p}, x_in)
+        add_trees = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # gradients of two losses, summed
 
         def instance_noise(key, *codes):
             """Gaussian noise on the discriminators' inputs (real and fake alike): a one-hot prior
@@ -223,7 +224,7 @@ class CategoricalAAE:
                 gen_fn, argnums=(0, 1), has_aux=True)(logits, z)
             (enc_g,) = enc_vjp(code_grads)
             if consistency_weight:
-                enc_g = jax.tree_util.tree_map(jnp.add, enc_g, consistency_grads(nets["encoder"].params, logits))
+                enc_g = add_trees(enc_g, consistency_grads(nets["encoder"].params, logits))
             update("encoder", enc_g, "encoder_adv")
             if self.semi_supervised:
                 enc_g, dec_g = supervised_grads(nets["encoder"].params, nets["decoder"].params)
@@ -247,12 +248,12 @@ class CategoricalAAE:
                 ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(logits, z, dec.params)
             (enc_grads,) = enc_vjp((g_logits, g_z))
             if consistency_weight:
-                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, consistency_grads(enc.params, logits))
+                enc_grads = add_trees(enc_grads, consistency_grads(enc.params, logits))
             if self.semi_supervised:
                 sup_enc, sup_dec = supervised_grads(enc.params, dec.params)
-                enc_grads = jax.tree_util.tree_map(jnp.add, enc_grads, sup_enc)
+                enc_grads = add_trees(enc_grads, sup_enc)
                 if sup_dec is not None:
-                    dec_grads = jax.tree_util.tree_map(jnp.add, dec_grads, sup_dec)
+                    dec_grads = add_trees(dec_grads, sup_dec)
             nets["encoder"] = enc.apply_gradients(self.txs["encoder"], enc_grads)
             nets["decoder"] = dec.apply_gradients(self.txs["decoder"], dec_grads)
             top = jnp.mean(jnp.max(jax.nn.softmax(logits), -1))
