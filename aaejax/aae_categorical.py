@@ -21,7 +21,9 @@ entries `encoder_adv`, `encoder_sup`, `decoder_sup`: optimizer states only, `par
 their update and in the encoder's. `labelled_recon` (semi-supervised) adds to the supervised
 phase recon_weight * MSE(decoder(one_hot(label), z), x) on the labelled batch (encoder, decoder),
 which ties each category to its class in the decoder as well. `labelled_shift` > 0 translates
-each labelled image by up to that many pixels (a fresh draw every step) before both.
+each labelled image by up to that many pixels (a fresh draw every step) before both;
+`augment_rotation` > 0 also rotates the labelled images and the consistency view (below) by up to
+that many degrees.
 `consistency_weight` > 0 (not in the paper) adds to the encoder's regularisation
 consistency_weight * KL(y(x) || y(x shifted by up to `consistency_shift` pixels)) on the unlabelled
 batch: the category must not depend on where the digit sits.
@@ -122,6 +124,12 @@ class CategoricalAAE:
         encode = lambda p: self.encoder.apply({"params": p}, x_in)
         add_trees = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # gradients of two losses, summed
 
+        def augment(key, images, max_shift):
+            """uint8 images rotated by up to `augment_rotation` degrees, then shifted by up to
+            `max_shift` pixels; the shift keeps `key` itself, so runs without rotation draw as before."""
+            rotated = data.random_rotate(jax.random.fold_in(key, 1), images, float(cfg.augment_rotation))
+            return data.random_shift(key, rotated, max_shift)
+
         def instance_noise(key, *codes):
             """Gaussian noise on the discriminators' inputs (real and fake alike): a one-hot prior
             sample and a softmax are otherwise told apart by their exactness alone."""
@@ -166,7 +174,7 @@ class CategoricalAAE:
             """(encoder grads, decoder grads or None) of the supervised phase: the cross-entropy, and
             with `labelled_recon` the labelled images rebuilt from their true one-hot label and style."""
             # Random translations of the few labelled images: the classifier sees more than 10 per class.
-            xl_clean = to_model(data.random_shift(k_shift, batch["labelled_image"], int(cfg.labelled_shift)))
+            xl_clean = to_model(augment(k_shift, batch["labelled_image"], int(cfg.labelled_shift)))
             xl = xl_clean + noise * jax.random.normal(k_noise_l, xl_clean.shape) if noise else xl_clean
             labels = batch["labelled_label"]
 
@@ -189,7 +197,7 @@ class CategoricalAAE:
             the category may not change when the digit moves by a pixel or two. y(x) (`logits`) is
             the fixed target; the gradient flows through the shifted view only."""
             target = jax.nn.softmax(jax.lax.stop_gradient(logits))
-            shifted = to_model(data.random_shift(k_consist, batch["image"], int(cfg.consistency_shift)))
+            shifted = to_model(augment(k_consist, batch["image"], int(cfg.consistency_shift)))
 
             def kl_fn(p):
                 log_q = jax.nn.log_softmax(self.encoder.apply({"params": p}, shifted)[0])
@@ -322,6 +330,8 @@ def validate(config) -> None:
         raise ValueError(f"consistency_weight must be >= 0, got {config.consistency_weight}")
     if config.consistency_weight and not 1 <= config.consistency_shift <= 14:
         raise ValueError(f"consistency_shift must be in [1, 14] pixels, got {config.consistency_shift}")
+    if not 0 <= config.augment_rotation <= 180:
+        raise ValueError(f"augment_rotation must be in [0, 180] degrees, got {config.augment_rotation}")
     if config.input_noise < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:

@@ -291,3 +291,38 @@ def random_shift(key, images, max_shift: int):
     offsets = jax.random.randint(key, (n, 2), 0, 2 * max_shift + 1)
     crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
     return jax.vmap(crop)(padded, offsets)
+
+
+def rotate(images, angles):
+    """Each image turned counter-clockwise (as displayed) about its centre by its own angle in
+    radians, bilinear, the uncovered corners filled with zeros: [N, H, W, C], [N] -> [N, H, W, C]
+    of the input's dtype (uint8 rounded), on the device."""
+    import jax
+    import jax.numpy as jnp
+
+    n, h, w, c = images.shape
+    ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
+    ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - ci, jnp.arange(w, dtype=jnp.float32) - cj, indexing="ij")
+
+    def one(img, angle):
+        cos, sin = jnp.cos(angle), jnp.sin(angle)
+        # The source of output pixel p is centre + R(angle)^-1 (p - centre), rows growing downwards.
+        src = (ci + cos * ii + sin * jj, cj - sin * ii + cos * jj)
+        plane = lambda ch: jax.scipy.ndimage.map_coordinates(ch, src, order=1, mode="constant", cval=0.0)
+        return jnp.stack([plane(img[..., k]) for k in range(c)], -1)
+
+    out = jax.vmap(one)(images.astype(jnp.float32), angles)
+    if images.dtype == jnp.uint8:
+        return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+    return out.astype(images.dtype)
+
+
+def random_rotate(key, images, max_degrees: float):
+    """Each image rotated by its own angle drawn uniformly from [-max_degrees, max_degrees]."""
+    import jax
+    import jax.numpy as jnp
+
+    if not max_degrees:
+        return images
+    limit = jnp.deg2rad(float(max_degrees))
+    return rotate(images, jax.random.uniform(key, (images.shape[0],), minval=-limit, maxval=limit))

@@ -58,6 +58,7 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     # weight of KL(y(x) || y(x shifted by up to consistency_shift pixels)) in the encoder's loss (not in the paper)
     c.consistency_weight = 0.0
     c.consistency_shift = 2
+    c.augment_rotation = 0.0  # degrees: random rotation of the labelled images and the consistency view
     c.phase_optimizers = False  # sequential: one Adam state per phase (see aaejax/aae_categorical.py)
     if variant == "paper":
         c.latent_dim = 8

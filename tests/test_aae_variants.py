@@ -78,6 +78,7 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("semi_supervised", labelled_shift=-1), "labelled_shift"),
     (tiny_variant("clustering", consistency_weight=-1.0), "consistency_weight"),
     (tiny_variant("clustering", consistency_weight=1.0, consistency_shift=0), "consistency_shift"),
+    (tiny_variant("clustering", augment_rotation=-5.0), "augment_rotation"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -216,6 +217,11 @@ def test_categorical_options_each_change_the_update(bars, phases):
         assert not np.allclose(kernel(base), kernel(other)), overrides
     # The consistency KL is >= 0 and reported only when it is used.
     assert "consistency_kl" not in metrics and float(other_metrics["consistency_kl"]) >= 0.0
+    # augment_rotation turns the consistency view too, and does nothing without a view to turn.
+    _, rotated, _ = step(consistency_weight=1.0, augment_rotation=30.0)
+    assert not np.allclose(kernel(other), kernel(rotated))
+    _, unused, _ = step(augment_rotation=30.0)
+    chex.assert_trees_all_equal(base, unused)
     _, noisy, _ = step(input_noise=0.3)
     x = jnp.asarray(bars.test_images[:8], jnp.float32) / 255.0
     np.testing.assert_array_equal(model.classify(noisy, x), model.classify(noisy, x))
@@ -257,6 +263,12 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
     assert not np.array_equal(a.nets["encoder"].params["category"]["kernel"],
                               d.nets["encoder"].params["category"]["kernel"])
     chex.assert_trees_all_equal(a.nets["disc_style"], d.nets["disc_style"])
+    # So does augment_rotation, on its own.
+    config.labelled_shift, config.augment_rotation = 0, 20.0
+    e, _ = jax.jit(trainer.build_model(config).train_step)(state, batch)
+    assert not np.array_equal(a.nets["encoder"].params["category"]["kernel"],
+                              e.nets["encoder"].params["category"]["kernel"])
+    chex.assert_trees_all_equal(a.nets["disc_style"], e.nets["disc_style"])
 
 
 @pytest.mark.slow

@@ -157,3 +157,36 @@ def test_random_shift_translates_each_image_within_bounds():
         seen.add(matches[0])
     assert len(seen) > 10  # 25 possible shifts over 64 images
     np.testing.assert_array_equal(data_lib.random_shift(jax.random.PRNGKey(1), images, 0), images)
+
+
+def test_rotate_known_answers():
+    """A quarter turn is np.rot90 (counter-clockwise as displayed) exactly, a half turn rot180, and 0 the
+    identity; float images keep their dtype."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 9, 9, 1), dtype=np.uint8)
+    rotate = jax.jit(data_lib.rotate)
+    quarter = np.asarray(rotate(images, jnp.full((3,), np.pi / 2)))
+    np.testing.assert_array_equal(quarter, np.rot90(images, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(rotate(images, jnp.full((3,), np.pi)), np.rot90(images, 2, axes=(1, 2)))
+    np.testing.assert_array_equal(rotate(images, jnp.zeros((3,))), images)
+    floats = images.astype(np.float32) / 255.0
+    out = rotate(floats, jnp.asarray([0.0, np.pi / 2, 0.0]))
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out[1], np.rot90(floats[1], 1), atol=1e-6)
+
+
+def test_random_rotate_turns_each_image_by_its_own_bounded_angle():
+    """One bright pixel right of the centre: its centroid turns by at most max_degrees (plus the
+    bilinear spread), by different angles in different images; max_degrees 0 is the identity."""
+    images = np.zeros((64, 15, 15, 1), np.float32)
+    images[:, 7, 13] = 1.0  # 6 pixels right of the centre (7, 7): angle 0
+    out = np.asarray(jax.jit(data_lib.random_rotate, static_argnums=2)(jax.random.PRNGKey(0), images, 30.0))
+    chex.assert_shape(out, images.shape)
+    ii, jj = np.mgrid[:15, :15]
+    mass = out[..., 0].sum((1, 2))
+    ci = (out[..., 0] * ii).sum((1, 2)) / mass - 7
+    cj = (out[..., 0] * jj).sum((1, 2)) / mass - 7
+    angles = np.degrees(np.arctan2(-ci, cj))  # counter-clockwise as displayed: rows grow downwards
+    assert np.all(np.abs(angles) <= 30.0 + 3.0), angles
+    assert np.std(angles) > 8.0 and (angles > 5).any() and (angles < -5).any()
+    np.testing.assert_array_equal(data_lib.random_rotate(jax.random.PRNGKey(0), images, 0.0), images)
