@@ -201,7 +201,7 @@ def test_categorical_options_each_change_the_update(bars, phases):
     balance metric is KL(batch-mean y || uniform), within [0, log K]; classify stays deterministic."""
     def step(**overrides):
         config = tiny_variant("clustering", phases=phases, input_noise=0.0, balance_weight=0.0,
-                              consistency_weight=0.0)
+                              consistency_weight=0.0, augment_rotation=0.0)
         config.update(overrides)
         model = trainer.build_model(config)
         state = model.init(jax.random.PRNGKey(0))
@@ -244,7 +244,7 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
     """The step reads labelled_label, never batch['label']: changing the latter changes nothing.
     The labelled label reaches the encoder, and the decoder exactly when labelled_recon rebuilds
     the labelled images from it."""
-    config = tiny_variant("semi_supervised", labelled_recon=labelled_recon, labelled_shift=0)
+    config = tiny_variant("semi_supervised", labelled_recon=labelled_recon, labelled_shift=0, augment_rotation=0.0)
     model = trainer.build_model(config)
     state = model.init(jax.random.PRNGKey(0))
     batch = _batch(bars, config)
@@ -295,9 +295,10 @@ def test_evaluate_end_to_end(tmp_path, bars, variant):
 def test_semi_supervised_learns_the_labels(tmp_path, bars):
     """On the bars set (a label = a bar position), 20 labels and 300 steps classify most test bars
     (0.72 measured; 0.66 without labelled_recon; chance is 0.1)."""
-    # A bar's class is its position, which a shift changes: no shift augmentation here.
+    # A bar's class is its position, which a shift or a rotation changes: no augmentation here.
     config = tiny_variant("semi_supervised", num_steps=300, log_every=100, sample_every=300,
-                          checkpoint_every=300, labelled_shift=0, consistency_weight=0.0)
+                          checkpoint_every=300, labelled_shift=0, consistency_weight=0.0,
+                          augment_rotation=0.0)
     state = trainer.train(config, tmp_path, bars)
     model = trainer.build_model(config)
     pred = model.classify(state, jnp.asarray(bars.test_images, jnp.float32) / 255.0).argmax(-1)

@@ -180,8 +180,9 @@ def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_pa
 
     for variant, differing in (("seed", set()),
                                ("semi_supervised", {"labelled_recon", "labelled_shift", "balance_weight",
-                                                    "consistency_weight"}),
-                               ("clustering", {"phases", "input_noise", "balance_weight", "consistency_weight"})):
+                                                    "consistency_weight", "augment_rotation"}),
+                               ("clustering", {"phases", "input_noise", "balance_weight", "consistency_weight",
+                                               "augment_rotation"})):
         config = tiny_variant(variant)
         saved = {k: v for k, v in trainer.config_dict(config).items() if k not in configs.ADDED_FIELDS["aae"]}
         (tmp_path / "config.json").write_text(json.dumps(saved))
