@@ -173,7 +173,7 @@ class CategoricalAAE:
         def supervised_grads(enc_params, dec_params):
             """(encoder grads, decoder grads or None) of the supervised phase: the cross-entropy, and
             with `labelled_recon` the labelled images rebuilt from their true one-hot label and style."""
-            # Random translations of the few labelled images: the classifier sees more than 10 per class.
+            # Random translations (and rotations) of the few labelled images: more than 10 per class.
             xl_clean = to_model(augment(k_shift, batch["labelled_image"], int(cfg.labelled_shift)))
             xl = xl_clean + noise * jax.random.normal(k_noise_l, xl_clean.shape) if noise else xl_clean
             labels = batch["labelled_label"]
@@ -193,14 +193,15 @@ class CategoricalAAE:
             return enc_g, (dec_g if labelled_recon else None)
 
         def consistency_grads(enc_params, logits):
-            """Encoder grads of consistency_weight * KL(y(x) || y(shift(x))) on the unlabelled batch:
-            the category may not change when the digit moves by a pixel or two. y(x) (`logits`) is
-            the fixed target; the gradient flows through the shifted view only."""
+            """Encoder grads of consistency_weight * KL(y(x) || y(view(x))) on the unlabelled batch, the
+            view shifted (and with augment_rotation rotated): the category may not change when the
+            digit moves or turns a little. y(x) (`logits`) is the fixed target; the gradient flows
+            through the view only."""
             target = jax.nn.softmax(jax.lax.stop_gradient(logits))
-            shifted = to_model(augment(k_consist, batch["image"], int(cfg.consistency_shift)))
+            view = to_model(augment(k_consist, batch["image"], int(cfg.consistency_shift)))
 
             def kl_fn(p):
-                log_q = jax.nn.log_softmax(self.encoder.apply({"params": p}, shifted)[0])
+                log_q = jax.nn.log_softmax(self.encoder.apply({"params": p}, view)[0])
                 kl = jnp.mean(jnp.sum(target * (jnp.log(target + 1e-12) - log_q), -1))
                 return consistency_weight * kl, kl
 
