@@ -300,7 +300,7 @@ def rotate(images, angles):
     import jax
     import jax.numpy as jnp
 
-    n, h, w, c = images.shape
+    _, h, w, _ = images.shape
     ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
     ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - ci, jnp.arange(w, dtype=jnp.float32) - cj, indexing="ij")
 
@@ -309,7 +309,7 @@ def rotate(images, angles):
         # The source of output pixel p is centre + R(angle)^-1 (p - centre), rows growing downwards.
         src = (ci + cos * ii + sin * jj, cj - sin * ii + cos * jj)
         plane = lambda ch: jax.scipy.ndimage.map_coordinates(ch, src, order=1, mode="constant", cval=0.0)
-        return jnp.stack([plane(img[..., k]) for k in range(c)], -1)
+        return jax.vmap(plane, in_axes=-1, out_axes=-1)(img)  # each channel alike
 
     out = jax.vmap(one)(images.astype(jnp.float32), angles)
     if images.dtype == jnp.uint8:
