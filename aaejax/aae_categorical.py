@@ -23,7 +23,8 @@ phase recon_weight * MSE(decoder(one_hot(label), z), x) on the labelled batch (e
 which ties each category to its class in the decoder as well. `labelled_shift` > 0 translates
 each labelled image by up to that many pixels (a fresh draw every step) before both;
 `augment_rotation` > 0 also rotates the labelled images and the consistency view (below) by up to
-that many degrees.
+that many degrees, `augment_shear` > 0 slants them (horizontal shear up to that factor) and
+`augment_scale` > 0 zooms them (by a factor within 1 +- augment_scale).
 `consistency_weight` > 0 (not in the paper) adds to the encoder's regularisation
 consistency_weight * KL(y(x) || y(x shifted by up to `consistency_shift` pixels)) on the unlabelled
 batch: the category must not depend on where the digit sits.
@@ -125,10 +126,12 @@ class CategoricalAAE:
         add_trees = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # gradients of two losses, summed
 
         def augment(key, images, max_shift):
-            """uint8 images rotated by up to `augment_rotation` degrees, then shifted by up to
-            `max_shift` pixels; the shift keeps `key` itself, so runs without rotation draw as before."""
-            rotated = data.random_rotate(jax.random.fold_in(key, 1), images, float(cfg.augment_rotation))
-            return data.random_shift(key, rotated, max_shift)
+            """uint8 images rotated by up to `augment_rotation` degrees, slanted by up to
+            `augment_shear` and zoomed by up to `augment_scale` (one resampling), then shifted by up
+            to `max_shift` pixels; the shift keeps `key` itself, so runs without warps draw as before."""
+            warped = data.random_affine(jax.random.fold_in(key, 1), images, float(cfg.augment_rotation),
+                                        float(cfg.augment_shear), float(cfg.augment_scale))
+            return data.random_shift(key, warped, max_shift)
 
         def instance_noise(key, *codes):
             """Gaussian noise on the discriminators' inputs (real and fake alike): a one-hot prior
@@ -333,6 +336,10 @@ def validate(config) -> None:
         raise ValueError(f"consistency_shift must be in [1, 14] pixels, got {config.consistency_shift}")
     if not 0 <= config.augment_rotation <= 180:
         raise ValueError(f"augment_rotation must be in [0, 180] degrees, got {config.augment_rotation}")
+    if not 0 <= config.augment_shear <= 1:
+        raise ValueError(f"augment_shear must be in [0, 1], got {config.augment_shear}")
+    if not 0 <= config.augment_scale < 0.5:
+        raise ValueError(f"augment_scale must be in [0, 0.5), got {config.augment_scale}")
     if config.input_noise < 0:
         raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
     if config.prior_scale <= 0:

@@ -297,6 +297,22 @@ def rotate(images, angles):
     """Each image turned counter-clockwise (as displayed) about its centre by its own angle in
     radians, bilinear, the uncovered corners filled with zeros: [N, H, W, C], [N] -> [N, H, W, C]
     of the input's dtype (uint8 rounded), on the device."""
+    return warp(images, _rotation_inverse(angles))
+
+
+def _rotation_inverse(angles):
+    """[N] radians -> [N, 2, 2]: the map from an output pixel's (row, col) offset to its source's
+    under a counter-clockwise turn as displayed (rows grow downwards)."""
+    import jax.numpy as jnp
+
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    return jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
+
+
+def warp(images, inverse):
+    """Each image resampled about its centre, bilinear, zeros outside: output pixel p reads the
+    input at centre + inverse[n] @ (p - centre), (row, col) offsets. [N, H, W, C], [N, 2, 2] ->
+    [N, H, W, C] of the input's dtype (uint8 rounded), on the device."""
     import jax
     import jax.numpy as jnp
 
@@ -304,14 +320,12 @@ def rotate(images, angles):
     ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
     ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - ci, jnp.arange(w, dtype=jnp.float32) - cj, indexing="ij")
 
-    def one(img, angle):
-        cos, sin = jnp.cos(angle), jnp.sin(angle)
-        # The source of output pixel p is centre + R(angle)^-1 (p - centre), rows growing downwards.
-        src = (ci + cos * ii + sin * jj, cj - sin * ii + cos * jj)
+    def one(img, m):
+        src = (ci + m[0, 0] * ii + m[0, 1] * jj, cj + m[1, 0] * ii + m[1, 1] * jj)
         plane = lambda ch: jax.scipy.ndimage.map_coordinates(ch, src, order=1, mode="constant", cval=0.0)
         return jax.vmap(plane, in_axes=-1, out_axes=-1)(img)  # each channel alike
 
-    out = jax.vmap(one)(images.astype(jnp.float32), angles)
+    out = jax.vmap(one)(images.astype(jnp.float32), inverse.astype(jnp.float32))
     if images.dtype == jnp.uint8:
         return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
     return out.astype(images.dtype)
@@ -319,10 +333,28 @@ def rotate(images, angles):
 
 def random_rotate(key, images, max_degrees: float):
     """Each image rotated by its own angle drawn uniformly from [-max_degrees, max_degrees]."""
+    return random_affine(key, images, max_degrees)
+
+
+def random_affine(key, images, max_degrees: float = 0.0, max_shear: float = 0.0, max_scale: float = 0.0):
+    """Each image warped by its own random rotation (uniform in +-max_degrees), horizontal shear
+    (slant: a row d pixels below the centre moves by up to max_shear * d pixels sideways) and
+    zoom (factor uniform in [1 - max_scale, 1 + max_scale]), in one bilinear resampling. The
+    angle is drawn from `key` itself, so runs without shear or zoom draw as random_rotate did."""
     import jax
     import jax.numpy as jnp
 
-    if not max_degrees:
+    if not (max_degrees or max_shear or max_scale):
         return images
+    n = images.shape[0]
     limit = jnp.deg2rad(float(max_degrees))
-    return rotate(images, jax.random.uniform(key, (images.shape[0],), minval=-limit, maxval=limit))
+    inverse = _rotation_inverse(jax.random.uniform(key, (n,), minval=-limit, maxval=limit))
+    if max_shear:
+        shear = jax.random.uniform(jax.random.fold_in(key, 1), (n,), minval=-max_shear, maxval=max_shear)
+        # Output (i, j) reads the rotated image at (i, j - shear * i).
+        inverse = inverse @ jnp.stack([jnp.stack([jnp.ones(n), jnp.zeros(n)], -1),
+                                       jnp.stack([-shear, jnp.ones(n)], -1)], -2)
+    if max_scale:
+        zoom = jax.random.uniform(jax.random.fold_in(key, 2), (n,), minval=1 - max_scale, maxval=1 + max_scale)
+        inverse = inverse / zoom[:, None, None]
+    return warp(images, inverse)

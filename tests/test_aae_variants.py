@@ -79,6 +79,8 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", consistency_weight=-1.0), "consistency_weight"),
     (tiny_variant("clustering", consistency_weight=1.0, consistency_shift=0), "consistency_shift"),
     (tiny_variant("clustering", augment_rotation=-5.0), "augment_rotation"),
+    (tiny_variant("clustering", augment_shear=1.5), "augment_shear"),
+    (tiny_variant("clustering", augment_scale=0.5), "augment_scale"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -222,6 +224,12 @@ def test_categorical_options_each_change_the_update(bars, phases):
     assert not np.allclose(kernel(other), kernel(rotated))
     _, unused, _ = step(augment_rotation=30.0)
     chex.assert_trees_all_equal(base, unused)
+    # So do the shear and the zoom.
+    for warp in ({"augment_shear": 0.3}, {"augment_scale": 0.2}):
+        _, warped, _ = step(consistency_weight=1.0, **warp)
+        assert not np.allclose(kernel(other), kernel(warped)), warp
+        _, unused, _ = step(**warp)
+        chex.assert_trees_all_equal(base, unused)
     _, noisy, _ = step(input_noise=0.3)
     x = jnp.asarray(bars.test_images[:8], jnp.float32) / 255.0
     np.testing.assert_array_equal(model.classify(noisy, x), model.classify(noisy, x))

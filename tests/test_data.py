@@ -190,3 +190,34 @@ def test_random_rotate_turns_each_image_by_its_own_bounded_angle():
     assert np.all(np.abs(angles) <= 30.0 + 3.0), angles
     assert np.std(angles) > 8.0 and (angles > 5).any() and (angles < -5).any()
     np.testing.assert_array_equal(data_lib.random_rotate(jax.random.PRNGKey(0), images, 0.0), images)
+
+
+def _centroids(images):
+    """[N, H, W, 1] -> row and column offsets [N] of each image's centroid from the centre."""
+    _, h, w, _ = images.shape
+    ii, jj = np.mgrid[:h, :w]
+    mass = images[..., 0].sum((1, 2))
+    return ((images[..., 0] * ii).sum((1, 2)) / mass - (h - 1) / 2,
+            (images[..., 0] * jj).sum((1, 2)) / mass - (w - 1) / 2)
+
+
+def test_random_affine_shears_and_zooms_within_bounds():
+    """Shear moves a pixel 6 rows below the centre sideways by at most 6 * max_shear, either way,
+    and keeps its row; zoom moves a pixel 6 columns right of the centre along its row to 6 * f,
+    f within 1 +- max_scale; rotation alone is random_rotate with the same key; no warp is the identity."""
+    key = jax.random.PRNGKey(0)
+    affine = jax.jit(data_lib.random_affine, static_argnums=(2, 3, 4))
+    below = np.zeros((64, 15, 15, 1), np.float32)
+    below[:, 13, 7] = 1.0
+    ci, cj = _centroids(np.asarray(affine(key, below, 0.0, 0.5, 0.0)))
+    np.testing.assert_allclose(ci, 6.0, atol=1e-4)
+    assert np.all(np.abs(cj) <= 6 * 0.5 + 1e-4) and (cj > 1).any() and (cj < -1).any(), cj
+    right = np.zeros((64, 15, 15, 1), np.float32)
+    right[:, 7, 13] = 1.0
+    ci, cj = _centroids(np.asarray(affine(key, right, 0.0, 0.0, 0.2)))
+    np.testing.assert_allclose(ci, 0.0, atol=1e-4)
+    assert np.all((cj >= 6 * 0.8 - 1e-4) & (cj <= 6 * 1.2 + 1e-4)) and np.std(cj) > 0.3, cj
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(affine(key, images, 20.0, 0.0, 0.0), data_lib.random_rotate(key, images, 20.0))
+    assert not np.array_equal(affine(key, images, 20.0, 0.2, 0.0), affine(key, images, 20.0, 0.0, 0.0))
+    np.testing.assert_array_equal(data_lib.random_affine(key, images), images)
