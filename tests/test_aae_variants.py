@@ -97,7 +97,8 @@ def test_sequential_phases_with_and_without_an_optimizer_per_phase(bars, phase_o
     """Sequential phases step the encoder three times a step (decoder twice with labelled_recon):
     with one Adam state each, every state counts one update per step; otherwise the encoder's
     one state counts all three."""
-    config = tiny_variant("semi_supervised", phases="sequential", phase_optimizers=phase_optimizers)
+    config = tiny_variant("semi_supervised", phases="sequential", phase_optimizers=phase_optimizers,
+                          lr_schedule="constant")
     model = trainer.build_model(config)
     state = model.init(jax.random.PRNGKey(0))
     extra = {"encoder_adv", "encoder_sup", "decoder_sup"}
@@ -239,7 +240,7 @@ def test_sequential_phases_differ_from_joint(bars):
     """The sequential mode is not the joint update under another name."""
     finals = {}
     for phases in ("joint", "sequential"):
-        config = tiny_variant("semi_supervised", phases=phases)
+        config = tiny_variant("semi_supervised", phases=phases, lr_schedule="constant")
         model = trainer.build_model(config)
         state = model.init(jax.random.PRNGKey(0))
         finals[phases], _ = jax.jit(model.train_step)(state, _batch(bars, config))
