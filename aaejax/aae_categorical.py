@@ -176,7 +176,7 @@ class CategoricalAAE:
         def supervised_grads(enc_params, dec_params):
             """(encoder grads, decoder grads or None) of the supervised phase: the cross-entropy, and
             with `labelled_recon` the labelled images rebuilt from their true one-hot label and style."""
-            # Random translations (and rotations) of the few labelled images: more than 10 per class.
+            # Random translations (and warps) of the few labelled images: more than 10 per class.
             xl_clean = to_model(augment(k_shift, batch["labelled_image"], int(cfg.labelled_shift)))
             xl = xl_clean + noise * jax.random.normal(k_noise_l, xl_clean.shape) if noise else xl_clean
             labels = batch["labelled_label"]
@@ -197,8 +197,8 @@ class CategoricalAAE:
 
         def consistency_grads(enc_params, logits):
             """Encoder grads of consistency_weight * KL(y(x) || y(view(x))) on the unlabelled batch, the
-            view shifted (and with augment_rotation rotated): the category may not change when the
-            digit moves or turns a little. y(x) (`logits`) is the fixed target; the gradient flows
+            view shifted (and warped by augment_rotation, _shear, _scale): the category may not change
+            when the digit moves, turns or slants a little. y(x) (`logits`) is the fixed target; the gradient flows
             through the view only."""
             target = jax.nn.softmax(jax.lax.stop_gradient(logits))
             view = to_model(augment(k_consist, batch["image"], int(cfg.consistency_shift)))

@@ -331,16 +331,12 @@ def warp(images, inverse):
     return out.astype(images.dtype)
 
 
-def random_rotate(key, images, max_degrees: float):
-    """Each image rotated by its own angle drawn uniformly from [-max_degrees, max_degrees]."""
-    return random_affine(key, images, max_degrees)
-
-
 def random_affine(key, images, max_degrees: float = 0.0, max_shear: float = 0.0, max_scale: float = 0.0):
     """Each image warped by its own random rotation (uniform in +-max_degrees), horizontal shear
     (slant: a row d pixels below the centre moves by up to max_shear * d pixels sideways) and
     zoom (factor uniform in [1 - max_scale, 1 + max_scale]), in one bilinear resampling. The
-    angle is drawn from `key` itself, so runs without shear or zoom draw as random_rotate did."""
+    angle is drawn from `key` itself, so runs without shear or zoom draw the angles they drew
+    before shear and zoom existed."""
     import jax
     import jax.numpy as jnp
 

@@ -175,12 +175,12 @@ def test_rotate_known_answers():
     np.testing.assert_allclose(out[1], np.rot90(floats[1], 1), atol=1e-6)
 
 
-def test_random_rotate_turns_each_image_by_its_own_bounded_angle():
+def test_random_affine_turns_each_image_by_its_own_bounded_angle():
     """One bright pixel right of the centre: its centroid turns by at most max_degrees (plus the
     bilinear spread), by different angles in different images; max_degrees 0 is the identity."""
     images = np.zeros((64, 15, 15, 1), np.float32)
     images[:, 7, 13] = 1.0  # 6 pixels right of the centre (7, 7): angle 0
-    out = np.asarray(jax.jit(data_lib.random_rotate, static_argnums=2)(jax.random.PRNGKey(0), images, 30.0))
+    out = np.asarray(jax.jit(data_lib.random_affine, static_argnums=2)(jax.random.PRNGKey(0), images, 30.0))
     chex.assert_shape(out, images.shape)
     ii, jj = np.mgrid[:15, :15]
     mass = out[..., 0].sum((1, 2))
@@ -189,7 +189,7 @@ def test_random_rotate_turns_each_image_by_its_own_bounded_angle():
     angles = np.degrees(np.arctan2(-ci, cj))  # counter-clockwise as displayed: rows grow downwards
     assert np.all(np.abs(angles) <= 30.0 + 3.0), angles
     assert np.std(angles) > 8.0 and (angles > 5).any() and (angles < -5).any()
-    np.testing.assert_array_equal(data_lib.random_rotate(jax.random.PRNGKey(0), images, 0.0), images)
+    np.testing.assert_array_equal(data_lib.random_affine(jax.random.PRNGKey(0), images, 0.0), images)
 
 
 def _centroids(images):
@@ -204,7 +204,7 @@ def _centroids(images):
 def test_random_affine_shears_and_zooms_within_bounds():
     """Shear moves a pixel 6 rows below the centre sideways by at most 6 * max_shear, either way,
     and keeps its row; zoom moves a pixel 6 columns right of the centre along its row to 6 * f,
-    f within 1 +- max_scale; rotation alone is random_rotate with the same key; no warp is the identity."""
+    f within 1 +- max_scale; rotation alone is rotate by angles drawn from the key itself; no warp is the identity."""
     key = jax.random.PRNGKey(0)
     affine = jax.jit(data_lib.random_affine, static_argnums=(2, 3, 4))
     below = np.zeros((64, 15, 15, 1), np.float32)
@@ -218,6 +218,8 @@ def test_random_affine_shears_and_zooms_within_bounds():
     np.testing.assert_allclose(ci, 0.0, atol=1e-4)
     assert np.all((cj >= 6 * 0.8 - 1e-4) & (cj <= 6 * 1.2 + 1e-4)) and np.std(cj) > 0.3, cj
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
-    np.testing.assert_array_equal(affine(key, images, 20.0, 0.0, 0.0), data_lib.random_rotate(key, images, 20.0))
+    limit = np.deg2rad(20.0)
+    angles = jax.random.uniform(key, (8,), minval=-limit, maxval=limit)
+    np.testing.assert_array_equal(affine(key, images, 20.0, 0.0, 0.0), data_lib.rotate(images, angles))
     assert not np.array_equal(affine(key, images, 20.0, 0.2, 0.0), affine(key, images, 20.0, 0.0, 0.0))
     np.testing.assert_array_equal(data_lib.random_affine(key, images), images)
