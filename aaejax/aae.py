@@ -174,6 +174,8 @@ def validate(config) -> None:
         from aaejax.aae_categorical import validate as validate_categorical
 
         return validate_categorical(config)
+    if config.ema_decay:
+        raise ValueError(f"ema_decay is implemented for aae_kind='categorical' only, got {config.ema_decay}")
     if config.prior not in PRIORS:
         raise ValueError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
     if config.prior in PRIORS_2D and config.latent_dim != 2:

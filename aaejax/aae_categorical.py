@@ -49,6 +49,8 @@ NETS = ("encoder", "decoder", "disc_category", "disc_style")
 # Optimizer-only state entries of phases="sequential" with phase_optimizers: name -> the network
 # whose parameters that phase's optimizer updates (the supervised ones in semi-supervised runs).
 PHASE_OPTIMIZERS = {"encoder_adv": "encoder", "encoder_sup": "encoder", "decoder_sup": "decoder"}
+# Parameter-only state entries of ema_decay > 0: name -> the network whose weights it averages.
+EMA_NETS = {"encoder_ema": "encoder", "decoder_ema": "decoder"}
 
 
 class CategoricalAAE:
@@ -73,6 +75,10 @@ class CategoricalAAE:
         # The phase optimizers this run has (none without phase_optimizers): entry -> its network.
         self.phase_nets = {n: t for n, t in PHASE_OPTIMIZERS.items() if phase_optimizers and n in used}
         self.txs, self.schedules = make_optimizers(config, NETS + tuple(self.phase_nets))
+        # Exponential moving averages of the encoder's and decoder's weights, which evaluation,
+        # `aaejax.load` and the samples then use: the raw weights wander from step to step.
+        self.ema_decay = float(config.ema_decay)
+        self.ema_nets = EMA_NETS if self.ema_decay else {}
 
     def init(self, rng: jax.Array) -> TrainState:
         keys = jax.random.split(rng, 5)
@@ -87,6 +93,9 @@ class CategoricalAAE:
         nets = {n: NetState.create(v, self.txs[n]) for n, v in variables.items()}
         for n, target in self.phase_nets.items():
             nets[n] = NetState(params={}, opt_state=self.txs[n].init(nets[target].params), batch_stats={})
+        for n, target in self.ema_nets.items():  # a copy: the state's buffers are donated
+            nets[n] = NetState(params=jax.tree_util.tree_map(jnp.copy, nets[target].params), opt_state={},
+                               batch_stats={})
         return TrainState.create(keys[4], nets)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -272,20 +281,28 @@ class CategoricalAAE:
 
         metrics.update(ae_loss=ae_loss, recon_mse=rec, adv_category_loss=adv_cat, adv_style_loss=adv_style,
                        category_balance_kl=balance, mean_top_prob=top, lr_autoencoder=self.schedules["encoder"](state.step))
+        d = self.ema_decay
+        for n, target in self.ema_nets.items():
+            nets[n] = nets[n].replace(params=jax.tree_util.tree_map(
+                lambda e, p: d * e + (1 - d) * p, nets[n].params, nets[target].params))
         return state.replace(step=state.step + 1, nets=nets), metrics
 
     # ------------------------------------------------------------------ evaluation
 
     prepare_eval = AAE.prepare_eval  # no BatchNorm: nothing to recompute
 
+    def eval_variables(self, state: TrainState, name: str) -> dict:
+        """The variables evaluation uses for network `name`: its moving average with ema_decay > 0."""
+        return state.nets.get(f"{name}_ema", state.nets[name]).variables
+
     def classify(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> category logits [N, num_categories]."""
-        logits, _ = self.encoder.apply(state.nets["encoder"].variables, to_model(x01))
+        logits, _ = self.encoder.apply(self.eval_variables(state, "encoder"), to_model(x01))
         return logits
 
     def encode(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> concat(softmax(y) [N, K], style [N, style_dim])."""
-        logits, z = self.encoder.apply(state.nets["encoder"].variables, to_model(x01))
+        logits, z = self.encoder.apply(self.eval_variables(state, "encoder"), to_model(x01))
         return jnp.concatenate([jax.nn.softmax(logits), z], -1)
 
     def decode(self, state: TrainState, code: jax.Array, labels: jax.Array | None = None) -> jax.Array:
@@ -293,7 +310,7 @@ class CategoricalAAE:
         the code's category part with one-hot categories."""
         if labels is not None:
             code = jnp.concatenate([jax.nn.one_hot(labels, self.num_categories), code[:, self.num_categories:]], -1)
-        return to_unit(self.decoder.apply(state.nets["decoder"].variables, code))
+        return to_unit(self.decoder.apply(self.eval_variables(state, "decoder"), code))
 
     def sample(self, state: TrainState, key: jax.Array, n: int, labels: jax.Array | None = None) -> jax.Array:
         k_cat, k_z = jax.random.split(key)
@@ -324,6 +341,8 @@ def validate(config) -> None:
         # Each phase steps the encoder's one optimizer, so its schedule would run 2-3x ahead.
         raise ValueError(f"phases='sequential' updates the encoder several times a step and needs "
                          f"lr_schedule='constant', got {config.lr_schedule!r}")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average), got {config.ema_decay}")
     if config.balance_weight < 0:
         raise ValueError(f"balance_weight must be >= 0, got {config.balance_weight}")
     if config.disc_noise < 0:

@@ -48,7 +48,8 @@ ADDED_FIELDS = {
     "aae": {"phases": "joint", "balance_weight": 0.0, "input_noise": 0.0, "disc_noise": 0.0,
             "labelled_recon": False, "phase_optimizers": False,
             "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2,
-            "augment_rotation": 0.0, "augment_shear": 0.0, "augment_scale": 0.0},
+            "augment_rotation": 0.0, "augment_shear": 0.0, "augment_scale": 0.0,
+            "ema_decay": 0.0},
 }
 
 

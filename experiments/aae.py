@@ -61,6 +61,7 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.augment_rotation = 0.0  # degrees: random rotation of the labelled images and the consistency view
     c.augment_shear = 0.0  # max horizontal shear (slant) of the same images, a factor
     c.augment_scale = 0.0  # max zoom of the same images: a factor within 1 +- augment_scale
+    c.ema_decay = 0.0  # > 0: evaluate with moving averages of the encoder's and decoder's weights
     c.phase_optimizers = False  # sequential: one Adam state per phase (see aaejax/aae_categorical.py)
     if variant == "paper":
         c.latent_dim = 8

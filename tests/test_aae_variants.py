@@ -81,6 +81,8 @@ def test_2d_prior_config_errors(field, value, match):
     (tiny_variant("clustering", augment_rotation=-5.0), "augment_rotation"),
     (tiny_variant("clustering", augment_shear=1.5), "augment_shear"),
     (tiny_variant("clustering", augment_scale=0.5), "augment_scale"),
+    (tiny_variant("clustering", ema_decay=1.0), "ema_decay"),
+    (tiny_variant("mixture", ema_decay=0.9), "'categorical' only"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(trainer.ConfigError, match=match):
@@ -117,6 +119,28 @@ def test_sequential_phases_with_and_without_an_optimizer_per_phase(bars, phase_o
     for name in ("encoder", "decoder"):
         diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), state.nets[name].params, new.nets[name].params)
         assert any(jax.tree_util.tree_leaves(diff)), name
+
+
+def test_moving_average_of_weights_is_what_evaluation_uses(bars):
+    """ema_decay d: after a step each average is d * before + (1 - d) * the updated weights, and
+    classify / encode / decode read the averages, not the raw weights."""
+    config = tiny_variant("clustering", ema_decay=0.9)
+    model = trainer.build_model(config)
+    state = model.init(jax.random.PRNGKey(0))
+    assert {"encoder_ema", "decoder_ema"} <= set(state.nets)
+    new, _ = jax.jit(model.train_step)(state, _batch(bars, config))
+    for name in ("encoder", "decoder"):
+        expected = jax.tree_util.tree_map(lambda a, p: 0.9 * a + 0.1 * p, state.nets[f"{name}_ema"].params,
+                                          new.nets[name].params)
+        chex.assert_trees_all_close(new.nets[f"{name}_ema"].params, expected, rtol=1e-6, atol=1e-7)
+    x = jnp.asarray(bars.test_images[:8], jnp.float32) / 255.0
+    raw = new.replace(nets={**new.nets, "encoder_ema": new.nets["encoder"], "decoder_ema": new.nets["decoder"]})
+    chex.assert_shape(model.classify(new, x), (8, 16))
+    assert not np.allclose(model.classify(new, x), model.classify(raw, x))
+    np.testing.assert_allclose(model.classify(raw, x), model.encoder.apply(new.nets["encoder"].variables,
+                                                                           x * 2 - 1)[0], rtol=1e-5, atol=1e-6)
+    code = model.encode(new, x)
+    assert not np.allclose(model.decode(new, code), model.decode(raw, code))
 
 
 def test_labelled_subset_is_balanced_and_fixed_by_seed():
@@ -282,7 +306,9 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
 def test_evaluate_end_to_end(tmp_path, bars, variant):
     from experiments.evaluate import evaluate
 
-    trainer.train(tiny_variant(variant), tmp_path, bars)
+    # semi_supervised with weight averages: they are checkpointed and loaded with the rest
+    trainer.train(tiny_variant(variant, **({"ema_decay": 0.9} if variant == "semi_supervised" else {})),
+                  tmp_path, bars)
     out = evaluate(tmp_path, num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == json.loads(json.dumps(out))
@@ -296,6 +322,7 @@ def test_evaluate_end_to_end(tmp_path, bars, variant):
         assert (tmp_path / "eval" / "styles.png").stat().st_size > 0
     m = aaejax.load(tmp_path)
     assert m.sample(3).shape == (3, 28, 28, 1)
+    assert ("encoder_ema" in m.state.nets) == (variant == "semi_supervised")
 
 
 def test_semi_supervised_learns_the_labels(tmp_path, bars):
