@@ -1,8 +1,9 @@
 """BiGAN (Donahue et al., "Adversarial Feature Learning") on the shared trainer.
 
-One step: D learns (x, E(x)) = real vs (G(z), z) = fake; then G and E are updated against the
-updated D. G and E run forward once: their vjps carry the G/E gradients (their parameters do not
-change between the two updates, so this equals a second forward pass, at half the cost).
+One step: D learns (x, E(x)) = real vs (G(z), z) = fake, and G and E learn to make D call the
+pairs the other way round: either D first and G/E against the updated D (`update_order="d_first"`)
+or all three from the same state (`"simultaneous"`, the official code). G and E run forward once:
+their vjps carry the G/E gradients.
 
 BatchNorm, explicitly:
 - training always uses batch statistics (`train=True`);
@@ -22,13 +23,15 @@ import jax.numpy as jnp
 
 from aaejax import data as data_lib
 from aaejax import losses
-from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.models import BN_FLAVOURS, BiGANEncoder, BiGANGenerator, JointDiscriminator
 from aaejax.priors import make_prior
 from aaejax.state import NetState, TrainState, all_finite, make_optimizers
 
 NETS = ("generator", "encoder", "discriminator")
 D_BN_MODES = ("separate", "joint")
 GE_LOSSES = ("flipped", "minimax")
+Z_INPUTS = ("concat", "hidden")
+UPDATE_ORDERS = ("d_first", "simultaneous")
 
 
 def to_unit(x: jax.Array) -> jax.Array:
@@ -44,12 +47,13 @@ class BiGAN:
     def __init__(self, config):
         self.config = config
         self.latent_dim = int(config.latent_dim)
-        common = dict(hidden_bias=config.hidden_bias, bn_affine=config.bn_affine,
-                      init_std=config.init_std or None)
-        self.generator = BiGANGenerator(tuple(config.g_hidden), **common)
+        common = dict(hidden_bias=config.hidden_bias, output_bias=config.output_bias, bn_affine=config.bn_affine,
+                      bn_flavour=config.bn_flavour, init_std=config.init_std or None)
+        self.generator = BiGANGenerator(tuple(config.g_hidden), z_skip=config.g_z_skip, **common)
         self.encoder = BiGANEncoder(self.latent_dim, tuple(config.e_hidden), out_low=config.prior_low,
                                     out_high=config.prior_high, **common)
-        self.discriminator = JointDiscriminator(tuple(config.d_hidden), **common)
+        self.discriminator = JointDiscriminator(tuple(config.d_hidden), z_input=config.z_input,
+                                                zero_output=config.zero_output, **common)
         self.prior = make_prior(config)
         # One optimizer (and schedule) per network: separate trees, separate Adam states.
         self.txs, self.schedules = make_optimizers(config, NETS)
@@ -65,6 +69,7 @@ class BiGAN:
             "encoder": self.encoder.init(k_e, x, train=False),
             "discriminator": self.discriminator.init(k_d, x, z, train=False),
         }
+        variables = {n: {k: v for k, v in var.items() if k != "intermediates"} for n, var in variables.items()}
         return TrainState.create(k_state, {n: NetState.create(v, self.txs[n]) for n, v in variables.items()})
 
     def _stats_after(self, old, new, grads):
@@ -89,9 +94,16 @@ class BiGAN:
         stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), upd["batch_stats"])
         return logits[0], logits[1], stats
 
+    def _d_loss(self, real, fake):
+        return self.config.loss_scale * (losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0))
+
+    def _ge_loss(self, real, fake):
+        if self.config.ge_loss == "flipped":  # non-saturating: swap the labels
+            return self.config.loss_scale * (losses.bce_logits(real, 0.0) + losses.bce_logits(fake, 1.0))
+        return -self._d_loss(real, fake)  # minimax
+
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """batch['image']: uint8 [B, 28, 28, 1]. Pure; jitted (inside a scan) by the trainer."""
-        cfg = self.config
         x_real = to_unit(batch["image"])
         g, e, d = (state.nets[n] for n in NETS)
         z_fake = self.prior.sample(state.step_key(), (x_real.shape[0], self.latent_dim))
@@ -109,24 +121,38 @@ class BiGAN:
         x_fake, g_vjp, g_stats = jax.vjp(g_fwd, g.params, has_aux=True)
         z_real, e_vjp, e_stats = jax.vjp(e_fwd, e.params, has_aux=True)
 
-        # (1) Discriminator on (x, E(x)) = real, (G(z), z) = fake.
-        def d_loss_fn(p):
-            real, fake, stats = self._d_logits(d, p, x_real, jax.lax.stop_gradient(z_real),
-                                               jax.lax.stop_gradient(x_fake), z_fake)
-            return losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0), (real, fake, stats)
+        if self.config.update_order == "simultaneous":
+            # All three from the same state (the official code's k = 1 path): one forward pass of
+            # D, pulled back once with D's loss (its parameters) and once with G/E's (its inputs).
+            def d_fwd(p, x_fake, z_real):
+                real, fake, stats = self._d_logits(d, p, x_real, z_real, x_fake, z_fake)
+                return (real, fake), stats
 
-        (d_loss, (real_logits, fake_logits, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
-        d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(
-            batch_stats=self._stats_after(d.batch_stats, d_stats, d_grads))
+            (real_logits, fake_logits), d_vjp, d_stats = jax.vjp(d_fwd, d.params, x_fake, z_real, has_aux=True)
+            d_loss, d_cot = jax.value_and_grad(self._d_loss, argnums=(0, 1))(real_logits, fake_logits)
+            ge_loss, ge_cot = jax.value_and_grad(self._ge_loss, argnums=(0, 1))(real_logits, fake_logits)
+            d_grads = d_vjp(d_cot)[0]
+            _, gx, gz = d_vjp(ge_cot)
+            d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(
+                batch_stats=self._stats_after(d.batch_stats, d_stats, d_grads))
+        else:
+            # (1) D on (x, E(x)) = real, (G(z), z) = fake; (2) G and E against the updated D.
+            def d_loss_fn(p):
+                real, fake, stats = self._d_logits(d, p, x_real, jax.lax.stop_gradient(z_real),
+                                                   jax.lax.stop_gradient(x_fake), z_fake)
+                return self._d_loss(real, fake), (real, fake, stats)
 
-        # (2) G and E against the updated D, through the pairs' inputs and the saved vjps.
-        def ge_loss_fn(x_fake, z_real):
-            real, fake, _ = self._d_logits(d, d.params, x_real, z_real, x_fake, z_fake)
-            if cfg.ge_loss == "flipped":  # non-saturating: swap the labels
-                return losses.bce_logits(real, 0.0) + losses.bce_logits(fake, 1.0)
-            return -(losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0))  # minimax
+            (d_loss, (real_logits, fake_logits, d_stats)), d_grads = jax.value_and_grad(
+                d_loss_fn, has_aux=True)(d.params)
+            d = d.apply_gradients(self.txs["discriminator"], d_grads).replace(
+                batch_stats=self._stats_after(d.batch_stats, d_stats, d_grads))
 
-        ge_loss, (gx, gz) = jax.value_and_grad(ge_loss_fn, argnums=(0, 1))(x_fake, z_real)
+            def ge_loss_fn(x_fake, z_real):
+                real, fake, _ = self._d_logits(d, d.params, x_real, z_real, x_fake, z_fake)
+                return self._ge_loss(real, fake)
+
+            ge_loss, (gx, gz) = jax.value_and_grad(ge_loss_fn, argnums=(0, 1))(x_fake, z_real)
+
         (g_grads,), (e_grads,) = g_vjp(gx), e_vjp(gz)
         g = g.apply_gradients(self.txs["generator"], g_grads).replace(
             batch_stats=self._stats_after(g.batch_stats, g_stats, g_grads))
@@ -150,33 +176,53 @@ class BiGAN:
     def prepare_eval(self, state: TrainState, images: jax.Array, key: jax.Array) -> TrainState:
         """Recomputes G's and E's BatchNorm population statistics over `bn_eval_batches` batches.
 
-        images: uint8 [N, 28, 28, 1] training images on the device. Per-batch mean and variance are
-        averaged (a BatchNorm with momentum 0 returns the batch's own statistics).
+        images: uint8 [N, 28, 28, 1] training images on the device. The population mean is the
+        average of the batch means, its variance the average of the batch variances (a BatchNorm
+        with momentum 0 returns the batch's own statistics) -- each made unbiased (x n / (n - 1))
+        for the "official" and "torch" BatchNorm flavours, as the official code's deploy step and
+        PyTorch's running variance do.
         """
         cfg = self.config
         n_batches, bs = int(cfg.bn_eval_batches), int(cfg.batch_size)
         k_perm, k_z = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, images.shape[0])
+        # Batches walk the training images epoch by epoch, each epoch in a fresh order.
+        per_epoch = images.shape[0] // bs
+        perms = jnp.stack([jax.random.permutation(jax.random.fold_in(k_perm, ep) if ep else k_perm, images.shape[0])
+                           for ep in range(-(-n_batches // per_epoch))])
         g, e = state.nets["generator"], state.nets["encoder"]
         g0 = self.generator.clone(bn_momentum=0.0)
         e0 = self.encoder.clone(bn_momentum=0.0)
 
         def batch_stats(i):
-            x = images[data_lib.batch_indices(perm, i % (images.shape[0] // bs), bs)]
+            x = images[data_lib.batch_indices(perms[i // per_epoch], i % per_epoch, bs)]
             z = self.prior.sample(jax.random.fold_in(k_z, i), (bs, self.latent_dim))
             _, eu = e0.apply(e.variables, to_unit(x), train=True, mutable=["batch_stats"])
             _, gu = g0.apply(g.variables, z, train=True, mutable=["batch_stats"])
             return gu["batch_stats"], eu["batch_stats"]
 
         g_stats, e_stats = jax.lax.map(batch_stats, jnp.arange(n_batches))
-        mean = lambda t: jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), t)
-        nets = dict(state.nets, generator=g.replace(batch_stats=mean(g_stats)),
-                    encoder=e.replace(batch_stats=mean(e_stats)))
+        unbiased = bs / (bs - 1) if cfg.bn_flavour in ("official", "torch") and bs > 1 else 1.0
+
+        def population(stats):
+            mean = jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), stats)
+            return {layer: {"mean": s["mean"], "var": s["var"] * unbiased} for layer, s in mean.items()}
+
+        nets = dict(state.nets, generator=g.replace(batch_stats=population(g_stats)),
+                    encoder=e.replace(batch_stats=population(e_stats)))
         return state.replace(nets=nets)
 
     def encode(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> E(x) [N, latent_dim], population BatchNorm statistics."""
         return self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False)
+
+    def features(self, state: TrainState, x01: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[N, 28, 28, 1] in [0, 1] -> (E's pre-sigmoid output [N, latent_dim], E's last hidden
+        layer [N, e_hidden[-1]], after its BatchNorm (population statistics) and LeakyReLU): the
+        official code's NNC_e and NNC_e- features (its `l2distable` of E's linear output, and
+        `enc_feats`)."""
+        _, inter = self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False,
+                                      mutable=["intermediates"])
+        return inter["intermediates"]["logits"][0], inter["intermediates"]["features"][0]
 
     def decode(self, state: TrainState, z: jax.Array, labels=None) -> jax.Array:
         """[N, latent_dim] -> G(z) [N, 28, 28, 1] in [0, 1]. (Unconditional: `labels` unused.)"""
@@ -198,5 +244,15 @@ def validate(config) -> None:
         raise ValueError(f"unknown ge_loss {config.ge_loss!r}; choose one of {', '.join(GE_LOSSES)}")
     if config.prior != "uniform" or not config.prior_low < config.prior_high:
         raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
+    if config.z_input not in Z_INPUTS:
+        raise ValueError(f"unknown z_input {config.z_input!r}; choose one of {', '.join(Z_INPUTS)}")
+    if config.z_input == "hidden" and len(config.d_hidden) < 2:
+        raise ValueError("z_input='hidden' adds z at D's second layer: d_hidden needs at least 2 layers")
+    if config.update_order not in UPDATE_ORDERS:
+        raise ValueError(f"unknown update_order {config.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}")
+    if config.bn_flavour not in BN_FLAVOURS:
+        raise ValueError(f"unknown bn_flavour {config.bn_flavour!r}; choose one of {', '.join(BN_FLAVOURS)}")
+    if config.loss_scale <= 0:
+        raise ValueError(f"loss_scale must be > 0, got {config.loss_scale}")
     if config.bn_eval_batches < 1:
         raise ValueError(f"bn_eval_batches must be >= 1, got {config.bn_eval_batches}")

@@ -26,13 +26,16 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, max_to_keep: int = 3):
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, keep_steps=()):
+        """Keeps the newest `max_to_keep` steps, and every step in `keep_steps` for good."""
         self.directory = Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_names=("state", "meta"),
-        )
+        if keep_steps:
+            policies = ocp.checkpoint_managers
+            options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policies.AnyPreservationPolicy(
+                [policies.LatestN(max_to_keep), policies.CustomSteps([int(s) for s in keep_steps])]))
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())

@@ -26,6 +26,14 @@ def base(model: str) -> ml_collections.ConfigDict:
     c.lr_schedule = "constant"
     c.lr_final_fraction = 0.01
     c.lr_decay_start = 0.5
+    c.lr_decay_every = 0  # hold_then_exponential: 0 = smooth decay, K = one notch every K steps
+    c.adam = "optax"  # optax | dcgan (the official BiGAN code's Adam, see aaejax/state.py)
+    # Data: "all" trains on the 60 000 training images; "official" on the official BiGAN code's
+    # fixed random 50 000 of them (the other 10 000 held out, see data.official_split).
+    c.data_split = "all"
+    # Batch order: "epochs" = a fresh permutation per epoch, the remainder dropped; "stream" =
+    # shuffled epochs read as one stream, so batches straddle epoch ends (the official BiGAN code).
+    c.data_order = "epochs"
     # Non-finite updates: False = stop the run at the first NaN/Inf (naming step and metric);
     # True = skip such updates (optax.apply_if_finite), stopping only after
     # `max_consecutive_nonfinite` in a row or if the state itself turns non-finite.
@@ -39,6 +47,7 @@ def base(model: str) -> ml_collections.ConfigDict:
     c.sample_every = 1000
     c.checkpoint_every = 5000
     c.max_to_keep = 3
+    c.keep_steps = ()  # checkpoints at these steps are saved and never deleted
     return c
 
 
@@ -50,6 +59,8 @@ ADDED_FIELDS = {
             "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2,
             "augment_rotation": 0.0, "augment_shear": 0.0, "augment_scale": 0.0,
             "ema_decay": 0.0},
+    "bigan": {"output_bias": True, "bn_flavour": "flax", "z_input": "concat", "zero_output": False,
+              "g_z_skip": False, "loss_scale": 1.0, "update_order": "d_first"},
 }
 
 

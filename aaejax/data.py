@@ -257,6 +257,28 @@ def batch_indices(perm, index, batch_size: int):
     return jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
 
 
+def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices [n - n // 6], held-out indices [n // 6]) of the official BiGAN code's split
+    of MNIST-train (50 000 / 10 000): `load.mnist_with_valid_set` shuffles the 60 000 with
+    `sklearn.utils.shuffle(..., random_state=RandomState(42))` (no other draw comes first), i.e.
+    `RandomState(42).shuffle(arange(60000))`, and keeps the first 50 000 for training."""
+    holdout = n // 6
+    order = np.arange(n)
+    np.random.RandomState(42).shuffle(order)
+    return order[:n - holdout], order[n - holdout:]
+
+
+def stream_indices(perm, next_perm, start, batch_size: int):
+    """Indices [batch_size] of the batch at position `start` of an epoch of N examples read as a
+    stream: positions past N continue into the next epoch's order `next_perm` (the official BiGAN
+    code's data provider, whose batches straddle epoch ends). perm, next_perm [N]."""
+    import jax.numpy as jnp
+
+    n = perm.shape[0]
+    pos = start + jnp.arange(batch_size)
+    return jnp.where(pos < n, perm[jnp.minimum(pos, n - 1)], next_perm[jnp.maximum(pos - n, 0)])
+
+
 def labelled_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
     """Indices of `num_labels` examples, num_labels / num_classes of each class, chosen by `seed`
     (the semi-supervised AAE's labelled set). Sorted int32 [num_labels]."""

@@ -87,11 +87,16 @@ class LatentDiscriminator(nn.Module):
 
 # ----------------------------------------------------------------------------- BiGAN
 
+# BatchNorm flavours, each the normalisation of one program: epsilon, and whether the batch
+# variance is E[x^2] - E[x]^2 (flax's fast form) or the mean squared deviation.
+BN_FLAVOURS = {"flax": (1e-5, True), "official": (1e-8, False), "torch": (1e-5, False)}
 
-def _bn(train: bool, affine: bool, momentum: float, name: str):
+
+def _bn(train: bool, affine: bool, flavour: str, momentum: float, name: str):
     # use_running_average=not train: batch statistics in training, population statistics in eval.
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                        use_bias=affine, use_scale=affine, name=name)
+    epsilon, fast_variance = BN_FLAVOURS[flavour]
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                        use_bias=affine, use_scale=affine, use_fast_variance=fast_variance, name=name)
 
 
 def _kernel_init(std: float | None) -> Callable:
@@ -99,35 +104,47 @@ def _kernel_init(std: float | None) -> Callable:
 
 
 class BiGANGenerator(nn.Module):
-    """G: z [B, latent_dim] -> x [B, 28, 28, 1] in [0, 1]. Dense-BN-ReLU x2, Dense, sigmoid."""
+    """G: z [B, latent_dim] -> x [B, 28, 28, 1] in [0, 1]. (Dense-BN-ReLU) per hidden layer, Dense,
+    sigmoid. `z_skip`: every hidden layer after the first also gets a linear map of z added before
+    its BatchNorm (the official code's conditioning of its generator on z)."""
 
     hidden: Sequence[int] = (1024, 1024)
     hidden_bias: bool = True
+    output_bias: bool = True
     bn_affine: bool = True
+    bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
+    z_skip: bool = False
 
     @nn.compact
     def __call__(self, z, train: bool):
+        init = _kernel_init(self.init_std)
         h = z
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=_kernel_init(self.init_std))(h)
-            h = nn.relu(_bn(train, self.bn_affine, self.bn_momentum, f"bn{i}")(h))
-        x = nn.sigmoid(nn.Dense(IMAGE_DIM, kernel_init=_kernel_init(self.init_std))(h))
-        return x.reshape((z.shape[0], *IMAGE_SHAPE))
+            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
+            if i > 0 and self.z_skip:
+                h = h + nn.Dense(width, use_bias=False, kernel_init=init, name=f"z_skip_{i}")(z)
+            h = nn.relu(_bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h))
+        x = nn.Dense(IMAGE_DIM, use_bias=self.output_bias, kernel_init=init, name=f"Dense_{len(self.hidden)}")(h)
+        return nn.sigmoid(x).reshape((z.shape[0], *IMAGE_SHAPE))
 
 
 class BiGANEncoder(nn.Module):
     """E: x [B, 28, 28, 1] in [0, 1] -> z [B, latent_dim] in the prior's range.
 
-    Dense-LReLU, Dense-BN-LReLU, Dense, sigmoid; `out_low`/`out_high` rescale the sigmoid to the
-    prior's support ([0, 1) seed, [-1, 1] paper).
+    Dense-LReLU, (Dense-BN-LReLU) per further hidden layer, Dense, sigmoid; `out_low`/`out_high`
+    rescale the sigmoid to the prior's support ([0, 1) seed, [-1, 1] official). Sows its last
+    hidden layer ("features", [B, hidden[-1]]) and its pre-sigmoid output ("logits") into
+    "intermediates": the official code's NNC_e- and NNC_e features (see `BiGAN.features`).
     """
 
     latent_dim: int = 50
     hidden: Sequence[int] = (1024, 1024)
     hidden_bias: bool = True
+    output_bias: bool = True
     bn_affine: bool = True
+    bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
     out_low: float = 0.0
@@ -135,31 +152,49 @@ class BiGANEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
+        init = _kernel_init(self.init_std)
         h = _flat(x)
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=_kernel_init(self.init_std))(h)
+            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
             if i > 0:  # no BatchNorm on the input layer (as in the official code)
-                h = _bn(train, self.bn_affine, self.bn_momentum, f"bn{i}")(h)
+                h = _bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h)
             h = leaky_relu(h)
-        z = nn.sigmoid(nn.Dense(self.latent_dim, kernel_init=_kernel_init(self.init_std))(h))
-        return self.out_low + (self.out_high - self.out_low) * z
+        self.sow("intermediates", "features", h)
+        logits = nn.Dense(self.latent_dim, use_bias=self.output_bias, kernel_init=init,
+                          name=f"Dense_{len(self.hidden)}")(h)
+        self.sow("intermediates", "logits", logits)
+        return self.out_low + (self.out_high - self.out_low) * nn.sigmoid(logits)
 
 
 class JointDiscriminator(nn.Module):
-    """D: (x [B, 28, 28, 1], z [B, latent_dim]) -> logit [B]; the input is concat(x, z), 834-d."""
+    """D: (x [B, 28, 28, 1], z [B, latent_dim]) -> logit [B].
+
+    `z_input`: "concat" feeds concat(x, z) (834-d) to the first layer; "hidden" (the official
+    code) feeds x alone to the first layer and adds a linear map of z to the second layer's
+    pre-activation, before its BatchNorm. `zero_output` starts the output weights at zero (the
+    official code's linear classifier), so D(x, z) = 0.5 everywhere at init.
+    """
 
     hidden: Sequence[int] = (1024, 1024)
     hidden_bias: bool = True
+    output_bias: bool = True
     bn_affine: bool = True
+    bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
+    z_input: str = "concat"
+    zero_output: bool = False
 
     @nn.compact
     def __call__(self, x, z, train: bool):
-        h = jnp.concatenate([_flat(x), z], axis=-1)
+        init = _kernel_init(self.init_std)
+        h = _flat(x) if self.z_input == "hidden" else jnp.concatenate([_flat(x), z], axis=-1)
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=_kernel_init(self.init_std))(h)
+            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
+            if i == 1 and self.z_input == "hidden":
+                h = h + nn.Dense(width, use_bias=False, kernel_init=init, name="z_in")(z)
             if i > 0:
-                h = _bn(train, self.bn_affine, self.bn_momentum, f"bn{i}")(h)
+                h = _bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h)
             h = leaky_relu(h)
-        return nn.Dense(1, kernel_init=_kernel_init(self.init_std))(h)[:, 0]
+        out_init = nn.initializers.zeros if self.zero_output else init
+        return nn.Dense(1, use_bias=self.output_bias, kernel_init=out_init, name=f"Dense_{len(self.hidden)}")(h)[:, 0]

@@ -40,14 +40,16 @@ from aaejax import data as data_lib
 from aaejax import parallel
 from aaejax import writers
 from aaejax.checkpoint import Checkpointer, abstract_like
-from aaejax.state import SCHEDULES, all_finite
+from aaejax.state import ADAMS, SCHEDULES, all_finite
 
 log = logging.getLogger(__name__)
 
 MODELS = {"aae": "aaejax.aae:build", "bigan": "aaejax.bigan:BiGAN"}
 # Fields that may change when a run is resumed (they don't change what is learned). num_steps
 # only with a constant learning rate: a decaying schedule is laid out over num_steps.
-RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep")
+RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps")
+DATA_SPLITS = ("all", "official")
+DATA_ORDERS = ("epochs", "stream")
 
 
 class ConfigError(ValueError):
@@ -86,6 +88,14 @@ def validate_config(config) -> None:
         raise ConfigError(f"lr must be > 0, got {config.lr}")
     if config.lr_schedule not in SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.data_split not in DATA_SPLITS:
+        raise ConfigError(f"unknown data_split {config.data_split!r}; choose one of {', '.join(DATA_SPLITS)}")
+    if config.data_order not in DATA_ORDERS:
+        raise ConfigError(f"unknown data_order {config.data_order!r}; choose one of {', '.join(DATA_ORDERS)}")
+    if config.adam not in ADAMS:
+        raise ConfigError(f"unknown adam {config.adam!r}; choose one of {', '.join(ADAMS)}")
+    if config.lr_decay_every < 0:
+        raise ConfigError(f"lr_decay_every must be >= 0, got {config.lr_decay_every}")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds must be >= 1, got {config.num_seeds}")
     try:
@@ -99,11 +109,13 @@ def validate_config(config) -> None:
 
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, labelled=None,
-                     labelled_batch_size: int = 0, num_seeds: int = 1, layout=None):
+                     labelled_batch_size: int = 0, num_seeds: int = 1, layout=None, data_order: str = "epochs"):
     """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`.
 
     `finite` says whether every float in the state (params, optimizer and BatchNorm statistics)
-    is finite after the chunk. With num_seeds > 1 the state carries a leading seed axis, and
+    is finite after the chunk. `data_order` (config.data_order): "epochs" walks a fresh
+    permutation per epoch, dropping the remainder; "stream" reads the shuffled epochs as one
+    stream of ceil(N / batch) batches an epoch. With num_seeds > 1 the state carries a leading seed axis, and
     `data_seed` / `labelled` hold one entry per seed: each model has its own data order and
     labelled subset; the step is vmapped, so metrics are [K, S] and finite is [S]. `layout`
     (parallel.Layout) pins the state's and the batches' shardings on the device mesh.
@@ -124,12 +136,26 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, label
     step_fn = per_seed(model.train_step, (0, 0))
     finite_fn = per_seed(state_is_finite, 0)
 
+    stream = data_order == "stream"
+    stream_fn = per_seed(lambda perm, nxt, start: data_lib.stream_indices(perm, nxt, start, batch_size), (0, 0, None))
+
+    def stream_perms(epoch):
+        return perm_fn(keys, epoch), perm_fn(keys, epoch + 1)
+
+    def batch_indices(perm, step):
+        """(indices of this step's batch, the carried permutation(s))."""
+        if stream:  # perm = (order of the position's epoch, order of the next one), epoch
+            (cur, nxt, carried), (epoch, start) = perm, jnp.divmod(step * batch_size, num_examples)
+            cur, nxt = jax.lax.cond(epoch == carried, lambda: (cur, nxt), lambda: (nxt, perm_fn(keys, epoch + 1)))
+            return stream_fn(cur, nxt, start), (cur, nxt, epoch)
+        epoch, pos = jnp.divmod(step, steps_per_epoch)
+        perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
+        return index_fn(perm, pos), perm
+
     def chunk(state, images, labels, length: int):
         def body(carry, _):
             state, perm, step = carry
-            epoch, pos = jnp.divmod(step, steps_per_epoch)
-            perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
-            idx = index_fn(perm, pos)
+            idx, perm = batch_indices(perm, step)
             batch = {"image": images[idx], "label": labels[idx]}
             if labelled is not None:  # semi-supervised: a batch from the labelled subset too
                 li = labelled_fn(keys, labelled, step)
@@ -142,11 +168,24 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, label
             return (state, perm, step + 1), metrics
 
         step0 = state.step[0] if seeded else state.step  # all seeds step together
-        perm = perm_fn(keys, step0 // steps_per_epoch)
+        if stream:
+            epoch0 = step0 * batch_size // num_examples
+            perm = (*stream_perms(epoch0), epoch0)
+        else:
+            perm = perm_fn(keys, step0 // steps_per_epoch)
         (state, _, _), metrics = jax.lax.scan(body, (state, perm, step0), length=length)
         return state, metrics, finite_fn(state)
 
     return jax.jit(chunk, static_argnames="length", donate_argnums=0)
+
+
+def training_examples(dataset: data_lib.Dataset, config) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels a run trains on: all of the training split, or (data_split
+    "official") the official BiGAN code's 50 000 of them."""
+    if config.data_split == "official":
+        idx, _ = data_lib.official_split(len(dataset.train_images))
+        return dataset.train_images[idx], dataset.train_labels[idx]
+    return dataset.train_images, dataset.train_labels
 
 
 def state_is_finite(state) -> jax.Array:
@@ -266,8 +305,9 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
 
     layout = parallel.Layout(config)
     num_seeds = int(config.num_seeds)
-    images = layout.put_replicated(dataset.train_images)  # uint8 on every device, once
-    labels = layout.put_replicated(dataset.train_labels)
+    train_images, train_labels = training_examples(dataset, config)
+    images = layout.put_replicated(train_images)  # uint8 on every device, once
+    labels = layout.put_replicated(train_labels)
     fixed_inputs = jnp.asarray(dataset.test_images[:64], jnp.float32) / 255.0
     fixed_labels = jnp.asarray(dataset.test_labels[:64])
     # Model i of a multi-seed run draws everything from seed + i, as a single run with that seed would.
@@ -276,7 +316,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     data_seeds = [int(jax.random.randint(k, (), 0, 2**31 - 1)) for k in data_seed_keys]
     labelled = None
     if config.get("num_labels", 0):
-        labelled = np.stack([data_lib.labelled_subset(dataset.train_labels, config.num_labels,
+        labelled = np.stack([data_lib.labelled_subset(train_labels, config.num_labels,
                                                       config.num_classes, config.seed + i) for i in range(num_seeds)])
 
     # The init, vmapped over seeds: one compiled (and cached) call, not hundreds of eager ops.
@@ -289,7 +329,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
         state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(init_keys)
         data_seed, labelled = data_seeds, None if labelled is None else jnp.asarray(labelled)
         prepare = jax.jit(jax.vmap(model.prepare_eval, in_axes=(0, None, 0)))
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
 
     def check_meta(meta):
         if meta.get("model") != config.model:
@@ -309,7 +349,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     step = int(state.step if num_seeds == 1 else state.step[0])
 
     chunk_fn = make_train_chunk(model, config.batch_size, images.shape[0], data_seed, labelled,
-                                config.get("labelled_batch_size", 0), num_seeds, layout)
+                                config.get("labelled_batch_size", 0), num_seeds, layout, config.data_order)
     recon_fn = jax.jit(model.reconstruct)
     sample_fn = jax.jit(model.sample, static_argnums=2)
     fold_in = jax.vmap(jax.random.fold_in, (0, None)) if num_seeds > 1 else jax.random.fold_in
@@ -363,11 +403,12 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
                              f"{step + len(next(iter(metrics.values())))}{seeds}; {kept}")
         return metrics, None
 
+    keep_steps = sorted(int(k) for k in config.keep_steps)
     t_start, compile_s, pending = time.perf_counter(), None, None
     stop = _StopOnSignal().__enter__()
     try:
         while step < config.num_steps:
-            length = min(config.log_every, config.num_steps - step)
+            length = min(config.log_every, config.num_steps - step, *(k - step for k in keep_steps if k > step))
             t0 = time.perf_counter()
             pending = chunk_fn(state, images, labels, length=length)  # `state` is donated here
             metrics, error = finish(pending, step)
@@ -390,7 +431,7 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
             progress.update(step, length / dt, scalars)
             last = step == config.num_steps
             want_samples = step // config.sample_every > prev_step // config.sample_every or last
-            want_ckpt = step // config.checkpoint_every > prev_step // config.checkpoint_every or last
+            want_ckpt = step // config.checkpoint_every > prev_step // config.checkpoint_every or last or step in keep_steps
             if want_samples or want_ckpt:
                 state = save_eval_state(state)  # once per boundary, shared by grid and checkpoint
             if want_samples:

@@ -1,10 +1,9 @@
 """BiGAN on MNIST: `python -m experiments.bigan [--workdir=DIR] [--steps=N]`.
 
 Variants (--config=experiments/bigan.py:<variant>):
-- `paper` (default): the official MNIST code's choices: z ~ U[-1, 1]^50, hidden layers without
-  bias, BatchNorm without scale/offset, weights N(0, 0.02), non-saturating G/E loss, L2 2.5e-5
-  added to the gradient before Adam, 400 epochs with the learning rate held for 200 and then
-  decayed exponentially to 1 %.
+- `official` (default): the official Theano code (github.com/jeffdonahue/bigan, `train_mnist.sh`,
+  the permutation-invariant BiGAN, u-50) line by line: see README, "BiGAN as the official code
+  has it", for every choice and the differences that remain.
 - `seed`: the plain version: z ~ U[0, 1)^50, biases and affine BatchNorm, default init, no weight
   decay, exponential learning-rate decay over the run.
 """
@@ -13,10 +12,13 @@ import ml_collections
 
 from aaejax import configs
 
-STEPS_PER_EPOCH = 60000 // 128
+VARIANTS = ("official", "seed")
+STEPS_PER_EPOCH = 60000 // 128  # seed: epochs of the 60 000 images, the remainder dropped
+# official: 50 000 images read as a stream, ceil(50000 / 128) = 391 batches an epoch (train_gan.py)
+OFFICIAL_STEPS_PER_EPOCH = -(-50000 // 128)
 
 
-def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
+def get_config(variant: str = "official") -> ml_collections.ConfigDict:
     c = configs.base("bigan")
     c.variant = variant
     c.batch_size = 128
@@ -25,13 +27,20 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.e_hidden = (1024, 1024)
     c.d_hidden = (1024, 1024)
     c.hidden_bias = True
+    c.output_bias = True
     c.bn_affine = True
+    c.bn_flavour = "flax"  # flax | official | torch (epsilon and variance, see aaejax/models.py)
     c.init_std = 0.0  # 0 = Flax's default (LeCun normal); else N(0, init_std)
     c.prior = "uniform"
     c.prior_low = 0.0
     c.prior_high = 1.0
+    c.z_input = "concat"  # where z enters D: "concat" (with x, first layer) | "hidden" (second layer)
+    c.zero_output = False  # D's output weights start at zero
+    c.g_z_skip = False  # G's later hidden layers also get a linear map of z
     c.d_bn = "separate"  # real and fake batches normalised separately (see aaejax/bigan.py)
     c.ge_loss = "flipped"  # G/E "fool" D: BCE with swapped labels
+    c.loss_scale = 1.0  # each loss is loss_scale * (BCE on the real pairs + BCE on the fake pairs)
+    c.update_order = "d_first"  # d_first: G/E against the updated D | simultaneous: all from one state
     c.lr_schedule = "exponential"
     c.lr_final_fraction = 0.1
     c.lr_decay_start = 0.5
@@ -40,18 +49,33 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.log_every = STEPS_PER_EPOCH // 4
     c.sample_every = STEPS_PER_EPOCH * 5
     c.checkpoint_every = STEPS_PER_EPOCH * 10
-    if variant == "paper":
-        c.prior_low, c.prior_high = -1.0, 1.0
-        c.hidden_bias = False
-        c.bn_affine = False
-        c.init_std = 0.02
-        c.weight_decay = 2.5e-5
-        c.lr_schedule = "hold_then_exponential"
+    if variant == "official":
+        epoch = OFFICIAL_STEPS_PER_EPOCH
+        c.data_split, c.data_order = "official", "stream"
+        c.prior_low, c.prior_high = -1.0, 1.0  # u-50: U[-1, 1]; E's output is 2 sigmoid - 1
+        c.hidden_bias = c.output_bias = False  # --nobias: no bias in any layer
+        c.bn_affine = False  # --nogain --nobias: BatchNorm without scale or offset
+        c.bn_flavour = "official"  # epsilon 1e-8; deploy variance unbiased
+        c.init_std = 0.02  # every weight N(0, 0.02) ...
+        c.zero_output = True  # ... but D's output weights, which start at zero
+        c.z_input = "hidden"
+        c.g_z_skip = True
+        c.loss_scale = 0.5  # each loss the mean of its real and fake terms (gan.py)
+        c.update_order = "simultaneous"  # k = 1: one update of all three from the same state
+        c.weight_decay = 2.5e-5  # L2 added to every gradient before Adam
+        c.adam = "dcgan"
+        c.lr_schedule = "hold_then_exponential"  # --epochs 200 --decay_epochs 200, to 1 %
         c.lr_final_fraction = 0.01
         c.lr_decay_start = 0.5
-        c.num_steps = 400 * STEPS_PER_EPOCH
+        c.lr_decay_every = epoch  # the rate is set once an epoch
+        c.num_steps = 400 * epoch
+        c.bn_eval_batches = 1000  # --deploy_iters 1000
+        c.log_every = epoch
+        c.sample_every = 25 * epoch  # --disp_interval 25
+        c.checkpoint_every = 5 * epoch
+        c.keep_steps = tuple(e * epoch for e in (1, 25, 100, 200, 300, 400))  # the log's rows, and more
     elif variant != "seed":
-        raise ValueError(f"unknown bigan variant {variant!r}; choose paper or seed")
+        raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return c
 
 

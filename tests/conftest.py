@@ -22,7 +22,7 @@ def tiny_aae_config(**overrides):
     return c
 
 
-def tiny_bigan_config(variant="paper", **overrides):
+def tiny_bigan_config(variant="official", **overrides):
     c = bigan_exp.get_config(variant)
     c.g_hidden = c.e_hidden = c.d_hidden = (64, 64)
     c.latent_dim, c.batch_size, c.num_steps = 8, 16, 40

@@ -29,7 +29,7 @@ def test_seed_networks_shapes():
     chex.assert_shape(d.apply(dv, x, z, train=False), (4,))
 
 
-@pytest.mark.parametrize("variant,d_bn", [("paper", "separate"), ("seed", "separate"), ("paper", "joint")])
+@pytest.mark.parametrize("variant,d_bn", [("official", "separate"), ("seed", "separate"), ("official", "joint")])
 def test_one_step(bars, variant, d_bn):
     model = BiGAN(tiny_bigan_config(variant, d_bn=d_bn))
     state = model.init(jax.random.PRNGKey(0))
@@ -43,21 +43,25 @@ def test_one_step(bars, variant, d_bn):
         assert state.nets[name].batch_stats, f"{name} has BatchNorm statistics"
 
 
-def test_discriminator_steps_first_and_generator_and_encoder_train_against_it(bars):
-    """D's update does not depend on G's and E's (it comes first, on detached pairs); theirs do
-    depend on D's (they are taken against the updated D)."""
+@pytest.mark.parametrize("order", ["d_first", "simultaneous"])
+def test_update_order(bars, order):
+    """D's update never depends on G's and E's. With d_first, theirs are taken against the updated
+    D; simultaneously (the official code), against the same pre-step D as D's own update."""
     batch = {"image": jnp.asarray(bars.train_images[:16]), "label": jnp.asarray(bars.train_labels[:16])}
 
     def step(frozen):
-        model = BiGAN(tiny_bigan_config())
+        model = BiGAN(tiny_bigan_config(update_order=order, zero_output=False))
         model.txs = dict(model.txs, **{n: optax.set_to_zero() for n in frozen})
         return jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), batch)[0].nets
 
     full, ge_frozen, d_frozen = step(()), step(("generator", "encoder")), step(("discriminator",))
     chex.assert_trees_all_equal(full["discriminator"].params, ge_frozen["discriminator"].params)
     for name in ("generator", "encoder"):
-        diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), full[name].params, d_frozen[name].params)
-        assert any(jax.tree_util.tree_leaves(diff)), f"{name}'s update ignored the updated discriminator"
+        if order == "simultaneous":
+            chex.assert_trees_all_equal(full[name].params, d_frozen[name].params)
+        else:
+            diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), full[name].params, d_frozen[name].params)
+            assert any(jax.tree_util.tree_leaves(diff)), f"{name}'s update ignored the updated discriminator"
 
 
 def test_eval_mode_is_independent_of_batch_composition(bars):
@@ -86,24 +90,30 @@ def test_prepare_eval_recomputes_population_statistics(bars):
     assert np.all(np.asarray(stats["var"]) > 0)
 
 
-def test_paper_schedule():
-    config = bigan_exp.get_config("paper")
-    model = BiGAN(config)
-    sched = model.schedules["generator"]
-    total = config.num_steps
-    assert total == 400 * 468
-    np.testing.assert_allclose(sched(0), 2e-4, rtol=1e-6)
-    np.testing.assert_allclose(sched(total // 2), 2e-4, rtol=1e-6)  # held for the first 200 epochs
-    np.testing.assert_allclose(sched(3 * total // 4), 2e-5, rtol=1e-3)  # halfway through the decay
-    np.testing.assert_allclose(sched(total), 2e-6, rtol=1e-3)  # 1 % at the end
+def test_official_schedule_is_set_once_an_epoch():
+    """train_gan.py's set_lr: 2e-4 for epochs 0-199, then lr * 0.01 ** ((epoch - 199) / 200)."""
+    config = bigan_exp.get_config("official")
+    sched = BiGAN(config).schedules["generator"]
+    epoch = 391
+    assert config.num_steps == 400 * epoch
+    for e in (0, 1, 199, 200, 250, 399):
+        want = 2e-4 if e < 200 else 2e-4 * 0.01 ** ((e - 199) / 200)
+        for step in (e * epoch, e * epoch + 390):
+            np.testing.assert_allclose(sched(step), want, rtol=1e-5)
 
 
-def test_paper_config_choices():
-    c = bigan_exp.get_config("paper")
-    assert (c.prior_low, c.prior_high, c.hidden_bias, c.bn_affine, c.init_std, c.weight_decay) == (
-        -1.0, 1.0, False, False, 0.02, 2.5e-5)
-    model = BiGAN(tiny_bigan_config("paper"))
+def test_official_config_choices():
+    c = bigan_exp.get_config("official")
+    assert (c.prior_low, c.prior_high, c.hidden_bias, c.output_bias, c.bn_affine, c.init_std, c.weight_decay) == (
+        -1.0, 1.0, False, False, False, 0.02, 2.5e-5)
+    assert (c.z_input, c.g_z_skip, c.zero_output, c.loss_scale, c.update_order, c.adam, c.bn_flavour) == (
+        "hidden", True, True, 0.5, "simultaneous", "dcgan", "official")
+    assert (c.data_split, c.data_order, c.bn_eval_batches) == ("official", "stream", 1000)
+    model = BiGAN(tiny_bigan_config("official"))
     state = model.init(jax.random.PRNGKey(0))
-    assert "bias" not in state.nets["generator"].params["Dense_0"]
+    for name in ("generator", "encoder", "discriminator"):
+        leaves = jax.tree_util.tree_leaves_with_path(state.nets[name].params)
+        assert all(path[-1].key == "kernel" for path, _ in leaves), f"{name} has a bias"
+    assert not np.any(state.nets["discriminator"].params["Dense_2"]["kernel"])
     z = model.encode(state, jnp.ones((2, 28, 28, 1)) * 0.5)
     assert float(z.min()) >= -1 and float(z.max()) <= 1
