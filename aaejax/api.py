@@ -68,9 +68,17 @@ class LoadedModel:
         return self.decode(self.encode(x), labels)
 
 
-def load(workdir: str | Path, seed_index: int = 0) -> LoadedModel:
-    """Loads the newest readable checkpoint of the run in `workdir`; of a multi-seed run
-    (config.num_seeds > 1), model `seed_index` (trained from seed config.seed + seed_index)."""
+def initial_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init key, eval key) of the model a run trains from `seed` (as the trainer draws them)."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return keys[0], keys[3]
+
+
+def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> LoadedModel:
+    """Loads the newest readable checkpoint of the run in `workdir` (or that of `step`); of a
+    multi-seed run (config.num_seeds > 1), model `seed_index` (trained from seed config.seed +
+    seed_index). step=0 without a checkpoint of step 0: the run's initial state, recreated from
+    its seed (BatchNorm population statistics not computed: see model.prepare_eval)."""
     from aaejax.trainer import build_model
 
     workdir = Path(workdir)
@@ -94,13 +102,16 @@ def load(workdir: str | Path, seed_index: int = 0) -> LoadedModel:
         shape = jax.eval_shape(init, keys[0] if num_seeds == 1 else keys)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # wherever it was trained
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shape)
-        state, step = ckpt.restore(target)
+        if step == 0 and 0 not in ckpt.steps():
+            state = jax.jit(model.init)(initial_keys(int(config.seed) + seed_index)[0])
+        else:
+            state, step = ckpt.restore(target, step=step)
+            if state is not None and num_seeds > 1:
+                state = jax.tree_util.tree_map(lambda x: x[seed_index], state)
     finally:
         ckpt.close()
     if state is None:
         raise CheckpointError(f"{workdir} holds no checkpoint")
-    if num_seeds > 1:
-        state = jax.tree_util.tree_map(lambda x: x[seed_index], state)
     loaded = LoadedModel(model, state, config, step)
     loaded.seed_index, loaded.num_seeds = seed_index, num_seeds
     return loaded

@@ -48,13 +48,18 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore(self, target, check_meta=None):
-        """Restores the newest readable step into the structure (and devices) of `target`.
+    def restore(self, target, check_meta=None, step: int | None = None):
+        """Restores the newest readable step (or just `step`) into the structure (and devices)
+        of `target`.
 
         check_meta(meta) may raise to refuse a checkpoint of another model or config.
         Returns (state, step), or (None, None) when the directory holds no checkpoint.
         """
         steps = self.steps()
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(f"{self.directory} holds no checkpoint of step {step} (it has {steps})")
+            steps = [step]
         if not steps:
             return None, None
         errors = []

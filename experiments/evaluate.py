@@ -19,11 +19,14 @@ flags.DEFINE_integer("num_samples", 10000, "Samples for the classifier metrics a
 flags.DEFINE_bool("classifier", True, "Compute the classifier-based sample metrics.")
 flags.DEFINE_bool("knn_pixels", True, "Also compute the 1-NN baseline on raw pixels (slowest metric).")
 flags.DEFINE_string("classifier_cache", None, "Classifier cache folder (default ~/.cache/aaejax/classifier).")
+flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the newest); 0 = the run's "
+                     "initial state, recreated from its seed. eval.json is then eval_<step>.json.")
 FLAGS = flags.FLAGS
 
 
 def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool = True,
-             knn_pixels: bool = True, classifier_cache: str | None = None, dataset=None) -> dict:
+             knn_pixels: bool = True, classifier_cache: str | None = None, dataset=None,
+             step: int | None = None) -> dict:
     """Evaluates the run in `workdir` and writes eval.json. A multi-seed run is evaluated model by
     model: eval.json then holds each one's report under "seeds" and the mean and standard
     deviation over seeds of every number under "mean" / "std"; figures are of model 0."""
@@ -41,7 +44,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     dataset = dataset or data_lib.load(config["dataset"], config["data_dir"] or None)  # once for all seeds
     # The baselines (random encoder, pixels) do not depend on the trained model: model 0 only.
     reports = [_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
-                             classifier_cache, dataset) for i in range(num_seeds)]
+                             classifier_cache, dataset, step) for i in range(num_seeds)]
     if num_seeds == 1:
         out = reports[0]
     else:
@@ -52,12 +55,12 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         out["mean"] = {k: float(np.mean([r[k] for r in reports])) for k in numeric}
         out["std"] = {k: float(np.std([r[k] for r in reports], ddof=1)) for k in numeric}  # sample std
         out["seeds"] = reports
-    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
+    (workdir / ("eval.json" if step is None else f"eval_{step}.json")).write_text(json.dumps(out, indent=2))
     return out
 
 
 def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifier: bool, random_baseline: bool,
-                  knn_pixels: bool, classifier_cache, dataset) -> dict:
+                  knn_pixels: bool, classifier_cache, dataset, step: int | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -65,8 +68,14 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     import aaejax
     from aaejax import evaluation as ev
 
-    m = aaejax.load(workdir, seed_index)
+    m = aaejax.load(workdir, seed_index, step=step)
     ds = dataset
+    if step == 0:  # the initial state: population statistics as the trainer computes them
+        from aaejax import trainer
+
+        images, _ = trainer.training_examples(ds, m.config)
+        eval_key = aaejax.api.initial_keys(int(m.config.seed) + seed_index)[1]
+        m.state = jax.jit(m.model.prepare_eval)(m.state, jnp.asarray(images), jax.random.fold_in(eval_key, 0))
     test = jnp.asarray(ds.test_images, jnp.float32) / 255.0
     train = jnp.asarray(ds.train_images, jnp.float32) / 255.0
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,
@@ -124,10 +133,49 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     if knn_pixels:
         out["knn1_acc_pixels"] = ev.knn1_accuracy(train, ds.train_labels, test, ds.test_labels)
     timings["features"] = time.perf_counter() - t
+    if hasattr(m.model, "features"):  # the BiGAN: the official code's feature protocol too
+        t = time.perf_counter()
+        out.update(official_protocol(m, ds))
+        timings["official_protocol"] = time.perf_counter() - t
     out["seconds"] = timings
     out["seed_index"] = seed_index
-    if seed_index == 0:
+    if seed_index == 0 and step is None:
         _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
+    return out
+
+
+def official_protocol(m, ds) -> dict:
+    """The official BiGAN code's feature scores (train_gan.py, eval_and_disp), fractions in [0, 1]:
+
+    - nnc_e_*: 1-NN on E's pre-sigmoid output (its NNC_e: `dist.l2distable` of E's linear output);
+    - nnc_e_minus_*: 1-NN on E's last hidden layer (its NNC_e-: BN in deploy mode, after LReLU);
+    - probe_e_minus_*: our linear probe (L-BFGS to convergence) on that layer -- not its CLS_e-,
+      an online classifier trained for 1000 deploy batches at the GAN's current learning rate.
+
+    References are the official split's 50 000 training images; queries its 10 000 held-out
+    training images (`*_heldout`, as the official log) and the 10 000 MNIST test images (`*_test`).
+    """
+    import jax
+    import numpy as np
+
+    from aaejax import data as data_lib
+    from aaejax import evaluation as ev
+
+    train_idx, held_idx = data_lib.official_split(len(ds.train_images))
+    feats = jax.jit(m.model.features)
+
+    def features(images):  # uint8 [N, 28, 28, 1] -> (logits [N, d], hidden [N, h])
+        out = [feats(m.state, np.asarray(images[i:i + 1000], np.float32) / 255.0) for i in range(0, len(images), 1000)]
+        return tuple(np.concatenate(parts) for parts in zip(*out))
+
+    ref, ref_y = features(ds.train_images[train_idx]), ds.train_labels[train_idx]
+    queries = {"heldout": (features(ds.train_images[held_idx]), ds.train_labels[held_idx]),
+               "test": (features(ds.test_images), ds.test_labels)}
+    out = {}
+    for name, ((logits, hidden), y) in queries.items():
+        out[f"nnc_e_{name}"] = ev.knn1_accuracy(ref[0], ref_y, logits, y)
+        out[f"nnc_e_minus_{name}"] = ev.knn1_accuracy(ref[1], ref_y, hidden, y)
+        out[f"probe_e_minus_{name}"] = ev.linear_probe_accuracy(ref[1], ref_y, hidden, y)
     return out
 
 
@@ -210,7 +258,7 @@ def main(argv):
 
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
-                       FLAGS.classifier_cache)
+                       FLAGS.classifier_cache, step=FLAGS.step)
     except (CheckpointError, DataError, ConfigError) as e:
         sys.exit(f"error: {e}")
     if "mean" in out:
@@ -219,7 +267,8 @@ def main(argv):
     for k, v in out.items():
         if isinstance(v, float):
             print(f"{k:>26}  {v:.4f}")
-    print(f"wrote {Path(FLAGS.workdir) / 'eval.json'} and {Path(FLAGS.workdir) / 'eval'}/")
+    name = "eval.json" if FLAGS.step is None else f"eval_{FLAGS.step}.json"
+    print(f"wrote {Path(FLAGS.workdir) / name}" + (f" and {Path(FLAGS.workdir) / 'eval'}/" if FLAGS.step is None else ""))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from aaejax import data as data_lib
 from aaejax.bigan import BiGAN
 from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
 from conftest import tiny_bigan_config
@@ -78,18 +79,6 @@ def test_eval_mode_is_independent_of_batch_composition(bars):
     chex.assert_trees_all_close(model.decode(state, codes)[:3], model.decode(state, codes[:3]), atol=1e-5)
 
 
-def test_prepare_eval_recomputes_population_statistics(bars):
-    model = BiGAN(tiny_bigan_config())
-    state = model.init(jax.random.PRNGKey(0))
-    images = jnp.asarray(bars.train_images)
-    new = model.prepare_eval(state, images, jax.random.PRNGKey(1))
-    # The encoder's statistics equal those of its first hidden layer's pre-activations over data.
-    stats = new.nets["encoder"].batch_stats["bn1"]
-    chex.assert_tree_all_finite(stats)
-    assert not np.allclose(stats["mean"], state.nets["encoder"].batch_stats["bn1"]["mean"])
-    assert np.all(np.asarray(stats["var"]) > 0)
-
-
 def test_official_schedule_is_set_once_an_epoch():
     """train_gan.py's set_lr: 2e-4 for epochs 0-199, then lr * 0.01 ** ((epoch - 199) / 200)."""
     config = bigan_exp.get_config("official")
@@ -117,3 +106,55 @@ def test_official_config_choices():
     assert not np.any(state.nets["discriminator"].params["Dense_2"]["kernel"])
     z = model.encode(state, jnp.ones((2, 28, 28, 1)) * 0.5)
     assert float(z.min()) >= -1 and float(z.max()) <= 1
+
+
+def test_features_are_the_encoders_last_hidden_layer_and_its_linear_output(bars):
+    """model.features against a direct forward pass of the official encoder: x W0 -> LReLU ->
+    x W1 -> BN with the deploy statistics (epsilon 1e-8) -> LReLU = features; features W2 =
+    logits, and E(x) = 2 sigmoid(logits) - 1."""
+    model = BiGAN(tiny_bigan_config())
+    state = model.init(jax.random.PRNGKey(0))
+    state = model.prepare_eval(state, jnp.asarray(bars.train_images), jax.random.PRNGKey(1))
+    x = np.asarray(bars.test_images[:20], np.float32) / 255.0
+    logits, hidden = model.features(state, x)
+    p, bn = state.nets["encoder"].params, state.nets["encoder"].batch_stats["bn1"]
+    lrelu = lambda a: np.where(a > 0, a, 0.2 * a)
+    h = lrelu(x.reshape(20, -1) @ np.asarray(p["Dense_0"]["kernel"]))
+    h = h @ np.asarray(p["Dense_1"]["kernel"])
+    h = lrelu((h - np.asarray(bn["mean"])) / np.sqrt(np.asarray(bn["var"]) + 1e-8))
+    chex.assert_shape(hidden, (20, 64))
+    np.testing.assert_allclose(hidden, h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits, h @ np.asarray(p["Dense_2"]["kernel"]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.encode(state, x), 2 / (1 + np.exp(-np.asarray(logits))) - 1, atol=1e-5)
+
+
+def test_deploy_statistics_are_the_mean_of_unbiased_batch_statistics(bars):
+    """The official deploy step: the population mean is the average of the batch means, the
+    variance the average of the batches' unbiased variances (n / (n - 1))."""
+    config = tiny_bigan_config(bn_eval_batches=3)
+    model = BiGAN(config)
+    state = model.init(jax.random.PRNGKey(0))
+    images = jnp.asarray(bars.train_images)
+    key = jax.random.PRNGKey(1)
+    new = model.prepare_eval(state, images, key)
+    perm = np.asarray(jax.random.permutation(jax.random.split(key)[0], images.shape[0]))
+    p = state.nets["encoder"].params
+    lrelu = lambda a: np.where(a > 0, a, 0.2 * a)
+    means, vars_ = [], []
+    for i in range(3):
+        x = np.asarray(images[perm[i * 16:(i + 1) * 16]], np.float32).reshape(16, -1) / 255.0
+        pre = lrelu(x @ np.asarray(p["Dense_0"]["kernel"])) @ np.asarray(p["Dense_1"]["kernel"])
+        means.append(pre.mean(0))
+        vars_.append(pre.var(0, ddof=1))
+    stats = new.nets["encoder"].batch_stats["bn1"]
+    np.testing.assert_allclose(stats["mean"], np.mean(means, 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], np.mean(vars_, 0), rtol=1e-4, atol=1e-7)
+
+
+def test_official_split():
+    """load.mnist_with_valid_set: RandomState(42) shuffles the 60 000; the first 50 000 train."""
+    train, held = data_lib.official_split()
+    assert (len(train), len(held)) == (50000, 10000)
+    assert len(np.union1d(train, held)) == 60000
+    np.testing.assert_array_equal(train[:6], [12628, 37730, 39991, 8525, 8279, 51012])
+    np.testing.assert_array_equal(held[:6], [3675, 15450, 20608, 46531, 6749, 32888])

@@ -72,6 +72,10 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     assert 0 <= saved["recon_mse"] <= 1 and 1 <= saved["classifier_score"] <= 10
     for name in ("samples", "reconstructions", "latent_scatter", "interpolations", "losses"):
         assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 0
+    if model == "bigan":  # the official code's feature scores, on its split, and on the test set
+        for key in ("nnc_e", "nnc_e_minus", "probe_e_minus"):
+            for where in ("heldout", "test"):
+                assert 0.1 < saved[f"{key}_{where}"] <= 1, (key, where)  # the bars are learnable
 
 
 def test_parzen_of_a_gaussian_matches_its_closed_form():
