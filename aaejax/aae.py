@@ -1,42 +1,32 @@
 """Adversarial autoencoder (Makhzani et al.), seed = the well-known Keras version.
 
 One step: (1) the latent discriminator learns prior samples = real vs encodings = fake;
-(2) encoder and decoder minimise w_rec * MSE(recon) + w_adv * BCE(D(E(x)), real) against the
-*updated* discriminator. Images are scaled to [-1, 1] inside (decoder ends in tanh).
+(2) encoder and decoder minimise w_rec * MSE(recon) + w_adv * fooling(D(E(x))) against the
+*updated* discriminator (losses.py). Images are scaled to [-1, 1] inside (decoder ends in tanh).
 
 Options from the paper: `prior_conditioned` (D also sees the one-hot label, and the prior sample
 of a "real" pair comes from the label's mixture component / swiss-roll segment, Figure 4) and
 `supervised` (the decoder gets the one-hot label, so the latent holds only the style, Figure 6).
-The semi-supervised and clustering AAEs (categorical + style latent) live in aae_categorical.py;
-`build(config)` picks the class from `config.aae_kind`.
+The semi-supervised and clustering AAEs (categorical + style latent) are aae_categorical.py.
 """
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from aaejax import losses
-from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax import images, losses
+from aaejax.models import IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.optim import make_optimizers
 from aaejax.priors import PRIORS, PRIORS_2D, make_prior
-from aaejax.state import NetState, TrainState, make_optimizers
+from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
 
 
-def to_model(x01: jax.Array) -> jax.Array:
-    """[0, 1] (or uint8) images -> [-1, 1] float32."""
-    if x01.dtype == jnp.uint8:
-        return x01.astype(jnp.float32) / 127.5 - 1.0
-    return x01.astype(jnp.float32) * 2.0 - 1.0
-
-
-def to_unit(x: jax.Array) -> jax.Array:
-    return jnp.clip((x + 1.0) * 0.5, 0.0, 1.0)
-
-
 class AAE:
-    """Supplies init / train_step / eval functions to the shared trainer (see trainer.py)."""
+    """The trainer's model protocol (aaejax/protocol.py) for the AAE with a continuous prior."""
 
     name = "aae"
 
@@ -49,6 +39,7 @@ class AAE:
         self.prior = make_prior(config)
         self.num_classes = int(config.num_classes)
         self.conditioned, self.supervised = bool(config.prior_conditioned), bool(config.supervised)
+        self.needs_labels = self.supervised  # decode() renders a style code as the given classes
         # One optimizer (and schedule) per network: separate trees, separate Adam states.
         self.txs, self.schedules = make_optimizers(config, NETS)
 
@@ -64,19 +55,22 @@ class AAE:
             "decoder": self.decoder.init(k_dec, jnp.concatenate([z, y], -1) if self.supervised else z),
             "discriminator": self.discriminator.init(k_disc, jnp.concatenate([z, y], -1) if self.conditioned else z),
         }
-        nets = {n: NetState.create(v, self.txs[n]) for n, v in variables.items()}
-        return TrainState.create(k_state, nets)
+        return TrainState.create(k_state, {n: NetState.create(v, self.txs[n]) for n, v in variables.items()})
+
+    def labelled_streams(self, train_labels, seed: int) -> dict:
+        """No labelled batches besides the main one (whose labels the conditioned AAEs read)."""
+        return {}
+
+    def _with_label(self, z, onehot, flag: bool):
+        return jnp.concatenate([z, onehot], -1) if flag else z
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """batch['image']: uint8 [B, 28, 28, 1], batch['label']: int32 [B]. Pure; jitted (inside a
         scan) by the trainer."""
         cfg = self.config
-        x = to_model(batch["image"])
-        batch_size = x.shape[0]
+        chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
+        x = images.signed(batch["image"])
         onehot = jax.nn.one_hot(batch["label"], self.num_classes)
-        # D's view of a code: with the label when the prior is label-conditioned.
-        d_input = (lambda z: jnp.concatenate([z, onehot], -1)) if self.conditioned else (lambda z: z)
-        dec_input = (lambda z: jnp.concatenate([z, onehot], -1)) if self.supervised else (lambda z: z)
         k_eps, k_prior = jax.random.split(state.step_key())
         enc, dec, disc = (state.nets[n] for n in NETS)
 
@@ -84,15 +78,14 @@ class AAE:
         (mu, log_var), enc_vjp = jax.vjp(lambda p: self.encoder.apply({"params": p}, x), enc.params)
         eps = jax.random.normal(k_eps, mu.shape)
         z_fake = mu + jnp.exp(0.5 * log_var) * eps
-        z_real = self.prior.sample(k_prior, (batch_size, self.latent_dim),
-                                   batch["label"] if self.conditioned else None)
+        z_real = self.prior.sample(k_prior, (x.shape[0], self.latent_dim), batch["label"] if self.conditioned else None)
 
         # (1) Discriminator: real and fake pass through in one batched call.
         def d_loss_fn(p):
-            z = jnp.concatenate([d_input(z_real), d_input(jax.lax.stop_gradient(z_fake))])
-            logits = self.discriminator.apply({"params": p}, z)
-            real, fake = jnp.split(logits, 2)
-            return 0.5 * (losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0)), (real, fake)
+            z = jnp.concatenate([self._with_label(z_real, onehot, self.conditioned),
+                                 self._with_label(jax.lax.stop_gradient(z_fake), onehot, self.conditioned)])
+            real, fake = jnp.split(self.discriminator.apply({"params": p}, z), 2)
+            return losses.latent_discriminator_loss(real, fake), (real, fake)
 
         (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(disc.params)
         disc = disc.apply_gradients(self.txs["discriminator"], d_grads)
@@ -100,48 +93,44 @@ class AAE:
         # (2) Autoencoder against the updated discriminator.
         def ae_loss_fn(mu, log_var, dec_params):
             z = mu + jnp.exp(0.5 * log_var) * eps
-            recon = self.decoder.apply({"params": dec_params}, dec_input(z))
+            recon = self.decoder.apply({"params": dec_params}, self._with_label(z, onehot, self.supervised))
             rec = losses.mse(recon, x)
-            adv = losses.bce_logits(self.discriminator.apply({"params": disc.params}, d_input(z)), 1.0)
+            adv = losses.fooling_loss(
+                self.discriminator.apply({"params": disc.params}, self._with_label(z, onehot, self.conditioned)))
             return cfg.recon_weight * rec + cfg.adv_weight * adv, (rec, adv)
 
         (ae_loss, (rec, adv)), (g_mu, g_lv, dec_grads) = jax.value_and_grad(
             ae_loss_fn, argnums=(0, 1, 2), has_aux=True)(mu, log_var, dec.params)
         (enc_grads,) = enc_vjp((g_mu, g_lv))
-        enc = enc.apply_gradients(self.txs["encoder"], enc_grads)
-        dec = dec.apply_gradients(self.txs["decoder"], dec_grads)
-
-        metrics = {
-            "d_loss": d_loss,
-            "d_accuracy": losses.accuracy_logits(real_logits, fake_logits),
-            "ae_loss": ae_loss,
-            "recon_mse": rec,
-            "adv_loss": adv,
-            "lr_discriminator": self.schedules["discriminator"](state.step),
-            "lr_autoencoder": self.schedules["encoder"](state.step),
-        }
-        nets = {"encoder": enc, "decoder": dec, "discriminator": disc}
+        nets = {"encoder": enc.apply_gradients(self.txs["encoder"], enc_grads),
+                "decoder": dec.apply_gradients(self.txs["decoder"], dec_grads), "discriminator": disc}
+        metrics = {"d_loss": d_loss, "d_accuracy": losses.accuracy_logits(real_logits, fake_logits),
+                   "ae_loss": ae_loss, "recon_mse": rec, "adv_loss": adv,
+                   "lr_discriminator": self.schedules["discriminator"](state.step),
+                   "lr_autoencoder": self.schedules["encoder"](state.step)}
         return state.replace(step=state.step + 1, nets=nets), metrics
 
     # ------------------------------------------------------------------ evaluation
 
-    def prepare_eval(self, state: TrainState, images, key) -> TrainState:
+    def prepare_eval(self, state: TrainState, images_, key) -> TrainState:
         """No BatchNorm: nothing to recompute."""
-        del images, key
+        del images_, key
         return state
 
     def encode(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> posterior mean [N, latent_dim] (deterministic)."""
-        mu, _ = self.encoder.apply(state.nets["encoder"].variables, to_model(x01))
+        chex.assert_shape(x01, (None, *IMAGE_SHAPE))
+        mu, _ = self.encoder.apply(state.nets["encoder"].variables, images.signed(x01))
         return mu
 
     def decode(self, state: TrainState, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """[N, latent_dim] (and, for the supervised AAE, int labels [N]) -> [N, 28, 28, 1] in [0, 1]."""
+        chex.assert_shape(z, (None, self.latent_dim))
         if self.supervised:
             if labels is None:
                 raise ValueError("the supervised AAE decodes a style code together with labels: decode(z, labels)")
             z = jnp.concatenate([z, jax.nn.one_hot(labels, self.num_classes)], -1)
-        return to_unit(self.decoder.apply(state.nets["decoder"].variables, z))
+        return images.unit_from_signed(self.decoder.apply(state.nets["decoder"].variables, z))
 
     def sample(self, state: TrainState, key: jax.Array, n: int, labels: jax.Array | None = None) -> jax.Array:
         """n images; `labels` [n] pick the prior component (conditioned) / the class (supervised),
@@ -155,38 +144,34 @@ class AAE:
     def reconstruct(self, state: TrainState, x01: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         return self.decode(state, self.encode(state, x01), labels)
 
+    def style_grid(self, state: TrainState, key: jax.Array, rows: int) -> jax.Array | None:
+        """Supervised AAE: [rows * 10, 28, 28, 1], each row one style code from the prior, each
+        column a class (the paper's Figure 6); None for the others."""
+        if not self.supervised:
+            return None
+        styles = self.prior.sample(key, (rows, self.latent_dim))
+        return self.decode(state, jnp.repeat(styles, self.num_classes, 0), jnp.tile(jnp.arange(self.num_classes), rows))
 
-def build(config):
-    """The AAE of `config.aae_kind`: "basic" (this module) or "categorical" (semi-supervised /
-    clustering, aae_categorical.py)."""
-    if config.aae_kind == "categorical":
-        from aaejax.aae_categorical import CategoricalAAE
+    def report(self, state: TrainState, dataset) -> dict:
+        """Nothing beyond the common report card."""
+        return {}
 
-        return CategoricalAAE(config)
-    return AAE(config)
+    # ------------------------------------------------------------------ config
 
-
-def validate(config) -> None:
-    """Raises ValueError for AAE settings that make no sense."""
-    if config.aae_kind not in ("basic", "categorical"):
-        raise ValueError(f"unknown aae_kind {config.aae_kind!r}; choose basic or categorical")
-    if config.aae_kind == "categorical":
-        from aaejax.aae_categorical import validate as validate_categorical
-
-        return validate_categorical(config)
-    if config.ema_decay:
-        raise ValueError(f"ema_decay is implemented for aae_kind='categorical' only, got {config.ema_decay}")
-    if config.prior not in PRIORS:
-        raise ValueError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
-    if config.prior in PRIORS_2D and config.latent_dim != 2:
-        raise ValueError(f"prior {config.prior!r} is 2-D: set latent_dim=2 (got {config.latent_dim})")
-    if config.prior_conditioned and config.prior not in PRIORS_2D:
-        raise ValueError(f"prior_conditioned needs a prior with one component per class "
-                         f"({', '.join(PRIORS_2D)}), got {config.prior!r}")
-    if config.latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
-    if config.recon_weight < 0 or config.adv_weight < 0 or config.recon_weight + config.adv_weight == 0:
-        raise ValueError(f"loss weights must be >= 0 and not both 0, got recon_weight={config.recon_weight}, "
-                         f"adv_weight={config.adv_weight}")
-    if config.prior in ("gaussian", *PRIORS_2D) and config.prior_scale <= 0:
-        raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")
+    @staticmethod
+    def validate(config) -> None:
+        """Raises ValueError for AAE settings that make no sense."""
+        if config.prior not in PRIORS:
+            raise ValueError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
+        if config.prior in PRIORS_2D and config.latent_dim != 2:
+            raise ValueError(f"prior {config.prior!r} is 2-D: set latent_dim=2 (got {config.latent_dim})")
+        if config.prior_conditioned and config.prior not in PRIORS_2D:
+            raise ValueError(f"prior_conditioned needs a prior with one component per class "
+                             f"({', '.join(PRIORS_2D)}), got {config.prior!r}")
+        if config.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
+        if config.recon_weight < 0 or config.adv_weight < 0 or config.recon_weight + config.adv_weight == 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got recon_weight={config.recon_weight}, "
+                             f"adv_weight={config.adv_weight}")
+        if config.prior in ("gaussian", *PRIORS_2D) and config.prior_scale <= 0:
+            raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")

@@ -8,15 +8,13 @@ the batch a call is made with.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from aaejax import configs
+from aaejax import images, registry, rundir
 from aaejax.checkpoint import CheckpointError, Checkpointer
 
 
@@ -39,7 +37,7 @@ class LoadedModel:
         if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
             raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
         if x.dtype == np.uint8:
-            return self._encode(self.state, jnp.asarray(x, jnp.float32) / 255.0)
+            return self._encode(self.state, images.unit(jnp.asarray(x)))
         if x.size:  # on the host for numpy input; a NaN fails the check too
             xp = np if isinstance(x, np.ndarray) else jnp
             lo, hi = (float(v) for v in jax.device_get((xp.min(x), xp.max(x))))
@@ -79,19 +77,11 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> L
     multi-seed run (config.num_seeds > 1), model `seed_index` (trained from seed config.seed +
     seed_index). step=0 without a checkpoint of step 0: the run's initial state, recreated from
     its seed (BatchNorm population statistics not computed: see model.prepare_eval)."""
-    from aaejax.trainer import build_model
-
     workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise CheckpointError(f"{workdir} holds no run (no config.json)")
-    config = ml_collections.ConfigDict(configs.fill_defaults(json.loads(config_path.read_text())))
-    for k, v in list(config.items()):  # JSON turned tuples into lists
-        if isinstance(v, list):
-            config[k] = tuple(v)
+    config = rundir.read_config(workdir)
     # Loaded onto one device whatever the run's sharding, so the device count here need not match.
     config.shard = "none"
-    model = build_model(config)
+    model = registry.build_model(config)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
     try:
         num_seeds = int(config.num_seeds)

@@ -7,9 +7,9 @@ their vjps carry the G/E gradients.
 
 BatchNorm, explicitly:
 - training always uses batch statistics (`train=True`);
-- D's real and fake batches are normalised *separately* by default (`d_bn="separate"`: one
-  batched call, vmapped over a group axis of 2) -- joint statistics would let D tell real from
-  fake by batch composition alone; `d_bn="joint"` concatenates them instead;
+- D's real and fake batches are normalised *separately* (one batched call, vmapped over a group
+  axis of 2), as in the official code: joint statistics would let D tell real from fake by batch
+  composition alone;
 - each net's running averages are kept for inspection, but evaluation uses population
   statistics recomputed over `bn_eval_batches` training batches (`prepare_eval`, the official
   code's "deploy" step), which the trainer runs before every checkpoint and sample grid. So a
@@ -18,31 +18,27 @@ BatchNorm, explicitly:
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from aaejax import data as data_lib
-from aaejax import losses
-from aaejax.models import BN_FLAVOURS, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax import batching, images, losses
+from aaejax.models import BN_FLAVOURS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.optim import make_optimizers
 from aaejax.priors import make_prior
-from aaejax.state import NetState, TrainState, all_finite, make_optimizers
+from aaejax.state import NetState, TrainState, all_finite
 
 NETS = ("generator", "encoder", "discriminator")
-D_BN_MODES = ("separate", "joint")
 GE_LOSSES = ("flipped", "minimax")
 Z_INPUTS = ("concat", "hidden")
 UPDATE_ORDERS = ("d_first", "simultaneous")
 
 
-def to_unit(x: jax.Array) -> jax.Array:
-    """uint8 or [0, 1] images -> float32 [0, 1] (BiGAN's own scale: G ends in a sigmoid)."""
-    if x.dtype == jnp.uint8:
-        return x.astype(jnp.float32) / 255.0
-    return x.astype(jnp.float32)
-
-
 class BiGAN:
+    """The trainer's model protocol (aaejax/protocol.py) for the BiGAN."""
+
     name = "bigan"
+    needs_labels = False
 
     def __init__(self, config):
         self.config = config
@@ -59,6 +55,10 @@ class BiGAN:
         self.txs, self.schedules = make_optimizers(config, NETS)
 
     # ------------------------------------------------------------------ init / step
+
+    def labelled_streams(self, train_labels, seed: int) -> dict:
+        """Unsupervised: no labelled batches."""
+        return {}
 
     def init(self, rng: jax.Array) -> TrainState:
         k_g, k_e, k_d, k_state = jax.random.split(rng, 4)
@@ -85,26 +85,21 @@ class BiGAN:
         """Logits of the real and fake pairs, [B] each, and D's updated batch statistics."""
         variables = {"params": params, "batch_stats": d.batch_stats}
         apply = lambda x, z: self.discriminator.apply(variables, x, z, train=True, mutable=["batch_stats"])
-        if self.config.d_bn == "joint":
-            logits, upd = apply(jnp.concatenate([x_real, x_fake]), jnp.concatenate([z_real, z_fake]))
-            real, fake = jnp.split(logits, 2)
-            return real, fake, upd["batch_stats"]
         # One batched call, statistics per group: vmap over a leading axis of 2.
         logits, upd = jax.vmap(apply)(jnp.stack([x_real, x_fake]), jnp.stack([z_real, z_fake]))
         stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), upd["batch_stats"])
         return logits[0], logits[1], stats
 
     def _d_loss(self, real, fake):
-        return self.config.loss_scale * (losses.bce_logits(real, 1.0) + losses.bce_logits(fake, 0.0))
+        return losses.joint_discriminator_loss(real, fake, self.config.loss_scale)
 
     def _ge_loss(self, real, fake):
-        if self.config.ge_loss == "flipped":  # non-saturating: swap the labels
-            return self.config.loss_scale * (losses.bce_logits(real, 0.0) + losses.bce_logits(fake, 1.0))
-        return -self._d_loss(real, fake)  # minimax
+        return losses.encoder_generator_loss(real, fake, self.config.loss_scale, self.config.ge_loss)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """batch['image']: uint8 [B, 28, 28, 1]. Pure; jitted (inside a scan) by the trainer."""
-        x_real = to_unit(batch["image"])
+        chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
+        x_real = images.unit(batch["image"])
         g, e, d = (state.nets[n] for n in NETS)
         z_fake = self.prior.sample(state.step_key(), (x_real.shape[0], self.latent_dim))
 
@@ -173,10 +168,10 @@ class BiGAN:
 
     # ------------------------------------------------------------------ evaluation
 
-    def prepare_eval(self, state: TrainState, images: jax.Array, key: jax.Array) -> TrainState:
+    def prepare_eval(self, state: TrainState, train_images: jax.Array, key: jax.Array) -> TrainState:
         """Recomputes G's and E's BatchNorm population statistics over `bn_eval_batches` batches.
 
-        images: uint8 [N, 28, 28, 1] training images on the device. The population mean is the
+        train_images: uint8 [N, 28, 28, 1] training images on the device. The population mean is the
         average of the batch means, its variance the average of the batch variances (a BatchNorm
         with momentum 0 returns the batch's own statistics) -- each made unbiased (x n / (n - 1))
         for the "official" and "torch" BatchNorm flavours, as the official code's deploy step and
@@ -186,17 +181,17 @@ class BiGAN:
         n_batches, bs = int(cfg.bn_eval_batches), int(cfg.batch_size)
         k_perm, k_z = jax.random.split(key)
         # Batches walk the training images epoch by epoch, each epoch in a fresh order.
-        per_epoch = images.shape[0] // bs
-        perms = jnp.stack([jax.random.permutation(jax.random.fold_in(k_perm, ep) if ep else k_perm, images.shape[0])
+        per_epoch = train_images.shape[0] // bs
+        perms = jnp.stack([jax.random.permutation(jax.random.fold_in(k_perm, ep) if ep else k_perm, train_images.shape[0])
                            for ep in range(-(-n_batches // per_epoch))])
         g, e = state.nets["generator"], state.nets["encoder"]
         g0 = self.generator.clone(bn_momentum=0.0)
         e0 = self.encoder.clone(bn_momentum=0.0)
 
         def batch_stats(i):
-            x = images[data_lib.batch_indices(perms[i // per_epoch], i % per_epoch, bs)]
+            x = train_images[batching.batch_indices(perms[i // per_epoch], i % per_epoch, bs)]
             z = self.prior.sample(jax.random.fold_in(k_z, i), (bs, self.latent_dim))
-            _, eu = e0.apply(e.variables, to_unit(x), train=True, mutable=["batch_stats"])
+            _, eu = e0.apply(e.variables, images.unit(x), train=True, mutable=["batch_stats"])
             _, gu = g0.apply(g.variables, z, train=True, mutable=["batch_stats"])
             return gu["batch_stats"], eu["batch_stats"]
 
@@ -213,19 +208,21 @@ class BiGAN:
 
     def encode(self, state: TrainState, x01: jax.Array) -> jax.Array:
         """[N, 28, 28, 1] in [0, 1] -> E(x) [N, latent_dim], population BatchNorm statistics."""
-        return self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False)
+        chex.assert_shape(x01, (None, *IMAGE_SHAPE))
+        return self.encoder.apply(state.nets["encoder"].variables, images.unit(x01), train=False)
 
     def features(self, state: TrainState, x01: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[N, 28, 28, 1] in [0, 1] -> (E's pre-sigmoid output [N, latent_dim], E's last hidden
         layer [N, e_hidden[-1]], after its BatchNorm (population statistics) and LeakyReLU): the
         official code's NNC_e and NNC_e- features (its `l2distable` of E's linear output, and
         `enc_feats`)."""
-        _, inter = self.encoder.apply(state.nets["encoder"].variables, to_unit(x01), train=False,
+        _, inter = self.encoder.apply(state.nets["encoder"].variables, images.unit(x01), train=False,
                                       mutable=["intermediates"])
         return inter["intermediates"]["logits"][0], inter["intermediates"]["features"][0]
 
     def decode(self, state: TrainState, z: jax.Array, labels=None) -> jax.Array:
         """[N, latent_dim] -> G(z) [N, 28, 28, 1] in [0, 1]. (Unconditional: `labels` unused.)"""
+        chex.assert_shape(z, (None, self.latent_dim))
         return self.generator.apply(state.nets["generator"].variables, z, train=False)
 
     def sample(self, state: TrainState, key: jax.Array, n: int, labels=None) -> jax.Array:
@@ -234,25 +231,37 @@ class BiGAN:
     def reconstruct(self, state: TrainState, x01: jax.Array, labels=None) -> jax.Array:
         return self.decode(state, self.encode(state, x01))
 
+    def style_grid(self, state: TrainState, key: jax.Array, rows: int) -> None:
+        """No classes in the code: no style-by-class grid."""
+        return None
 
-def validate(config) -> None:
-    if config.latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
-    if config.d_bn not in D_BN_MODES:
-        raise ValueError(f"unknown d_bn {config.d_bn!r}; choose one of {', '.join(D_BN_MODES)}")
-    if config.ge_loss not in GE_LOSSES:
-        raise ValueError(f"unknown ge_loss {config.ge_loss!r}; choose one of {', '.join(GE_LOSSES)}")
-    if config.prior != "uniform" or not config.prior_low < config.prior_high:
-        raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
-    if config.z_input not in Z_INPUTS:
-        raise ValueError(f"unknown z_input {config.z_input!r}; choose one of {', '.join(Z_INPUTS)}")
-    if config.z_input == "hidden" and len(config.d_hidden) < 2:
-        raise ValueError("z_input='hidden' adds z at D's second layer: d_hidden needs at least 2 layers")
-    if config.update_order not in UPDATE_ORDERS:
-        raise ValueError(f"unknown update_order {config.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}")
-    if config.bn_flavour not in BN_FLAVOURS:
-        raise ValueError(f"unknown bn_flavour {config.bn_flavour!r}; choose one of {', '.join(BN_FLAVOURS)}")
-    if config.loss_scale <= 0:
-        raise ValueError(f"loss_scale must be > 0, got {config.loss_scale}")
-    if config.bn_eval_batches < 1:
-        raise ValueError(f"bn_eval_batches must be >= 1, got {config.bn_eval_batches}")
+    def report(self, state: TrainState, dataset) -> dict:
+        """The official code's feature scores (evaluation.official_bigan_protocol)."""
+        from aaejax import evaluation as ev
+
+        features = jax.jit(self.features)
+        return ev.official_bigan_protocol(lambda x: features(state, images.unit(x)), dataset)
+
+    # ------------------------------------------------------------------ config
+
+    @staticmethod
+    def validate(config) -> None:
+        """Raises ValueError for BiGAN settings that make no sense."""
+        if config.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
+        if config.ge_loss not in GE_LOSSES:
+            raise ValueError(f"unknown ge_loss {config.ge_loss!r}; choose one of {', '.join(GE_LOSSES)}")
+        if config.prior != "uniform" or not config.prior_low < config.prior_high:
+            raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
+        if config.z_input not in Z_INPUTS:
+            raise ValueError(f"unknown z_input {config.z_input!r}; choose one of {', '.join(Z_INPUTS)}")
+        if config.z_input == "hidden" and len(config.d_hidden) < 2:
+            raise ValueError("z_input='hidden' adds z at D's second layer: d_hidden needs at least 2 layers")
+        if config.update_order not in UPDATE_ORDERS:
+            raise ValueError(f"unknown update_order {config.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}")
+        if config.bn_flavour not in BN_FLAVOURS:
+            raise ValueError(f"unknown bn_flavour {config.bn_flavour!r}; choose one of {', '.join(BN_FLAVOURS)}")
+        if config.loss_scale <= 0:
+            raise ValueError(f"loss_scale must be > 0, got {config.loss_scale}")
+        if config.bn_eval_batches < 1:
+            raise ValueError(f"bn_eval_batches must be >= 1, got {config.bn_eval_batches}")

@@ -45,8 +45,9 @@ def _main(argv, model_name: str) -> None:
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save step at INFO
     logging.getLogger("aaejax").setLevel(logging.INFO)
-    from aaejax import parallel, trainer
+    from aaejax import parallel, registry, trainer
     from aaejax.checkpoint import CheckpointError
+    from aaejax.configs import ConfigError
     from aaejax.data import DataError
 
     # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
@@ -63,9 +64,9 @@ def _main(argv, model_name: str) -> None:
     workdir = FLAGS.workdir or os.path.join("runs", config.model)
     enable_compilation_cache()
     try:
-        trainer.validate_config(config)
+        registry.validate_config(config)
         trainer.train(config, workdir, overwrite=FLAGS.overwrite)
-    except (trainer.ConfigError, DataError, CheckpointError, trainer.NonFiniteError) as e:
+    except (ConfigError, DataError, CheckpointError, trainer.NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted; run the same command again to resume from the last checkpoint")

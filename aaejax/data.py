@@ -122,8 +122,9 @@ def _idx_file(folder: Path, stem: str) -> Path:
     raise DataError(f"{folder}: {stem}.gz is missing")
 
 
-def load_idx(name: str, folder: str | os.PathLike, verify: bool = True) -> Dataset:
-    """Reads the four original IDX files of `name` from `folder`."""
+def load_idx(name: str, folder: str | os.PathLike, verify: bool = True, sizes: dict = SPLIT_SIZES) -> Dataset:
+    """Reads the four original IDX files of `name` from `folder` (`sizes`: the example count each
+    split must have)."""
     folder = Path(folder)
     arrays = {}
     for split, (img_stem, lbl_stem) in _FILES.items():
@@ -133,7 +134,7 @@ def load_idx(name: str, folder: str | os.PathLike, verify: bool = True) -> Datas
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{folder}/{img_stem}: expected 28x28 images, got {images.shape[1:]}")
         images, labels = images[..., None], labels.astype(np.int32)
-        _check(images, labels, SPLIT_SIZES[split], f"{folder} ({split})")
+        _check(images, labels, sizes[split], f"{folder} ({split})")
         arrays[split] = (images, labels)
     return Dataset(name, *arrays["train"], *arrays["test"], source=f"idx:{folder}")
 
@@ -207,6 +208,17 @@ def _tf_importable() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices [n - n // 6], held-out indices [n // 6]) of the official BiGAN code's split
+    of MNIST-train (50 000 / 10 000): `load.mnist_with_valid_set` shuffles the 60 000 with
+    `sklearn.utils.shuffle(..., random_state=RandomState(42))` (no other draw comes first), i.e.
+    `RandomState(42).shuffle(arange(60000))`, and keeps the first 50 000 for training."""
+    holdout = n // 6
+    order = np.arange(n)
+    np.random.RandomState(42).shuffle(order)
+    return order[:n - holdout], order[n - holdout:]
+
+
 def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
     """Loads `name` ('mnist' or 'fashion_mnist') by the route in the module docstring."""
     if name not in DATASETS:
@@ -238,141 +250,3 @@ def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
         f"original IDX .gz files (train-images-idx3-ubyte.gz, ...), or prepare a TFDS data dir. "
         f"Tried: " + "; ".join(tried)
     )
-
-
-# ----------------------------------------------------------------------------- on-device batching
-
-
-def epoch_permutation(key, epoch, n: int):
-    """The example order of `epoch`: derived from (key, epoch) alone, so a resumed run matches."""
-    import jax
-
-    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
-
-
-def batch_indices(perm, index, batch_size: int):
-    """Indices of batch `index` of an epoch: perm [N] -> [batch_size], sliced on the device."""
-    import jax
-
-    return jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-
-
-def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices [n - n // 6], held-out indices [n // 6]) of the official BiGAN code's split
-    of MNIST-train (50 000 / 10 000): `load.mnist_with_valid_set` shuffles the 60 000 with
-    `sklearn.utils.shuffle(..., random_state=RandomState(42))` (no other draw comes first), i.e.
-    `RandomState(42).shuffle(arange(60000))`, and keeps the first 50 000 for training."""
-    holdout = n // 6
-    order = np.arange(n)
-    np.random.RandomState(42).shuffle(order)
-    return order[:n - holdout], order[n - holdout:]
-
-
-def stream_indices(perm, next_perm, start, batch_size: int):
-    """Indices [batch_size] of the batch at position `start` of an epoch of N examples read as a
-    stream: positions past N continue into the next epoch's order `next_perm` (the official BiGAN
-    code's data provider, whose batches straddle epoch ends). perm, next_perm [N]."""
-    import jax.numpy as jnp
-
-    n = perm.shape[0]
-    pos = start + jnp.arange(batch_size)
-    return jnp.where(pos < n, perm[jnp.minimum(pos, n - 1)], next_perm[jnp.maximum(pos - n, 0)])
-
-
-def labelled_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
-    """Indices of `num_labels` examples, num_labels / num_classes of each class, chosen by `seed`
-    (the semi-supervised AAE's labelled set). Sorted int32 [num_labels]."""
-    per_class = num_labels // num_classes
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) < per_class:
-            raise DataError(f"class {c} has {len(members)} examples, fewer than the {per_class} labels asked for")
-        chosen.append(rng.choice(members, per_class, replace=False))
-    return np.sort(np.concatenate(chosen)).astype(np.int32)
-
-
-def labelled_batch_indices(key, labelled, batch_size: int):
-    """A batch drawn with replacement from the labelled subset [L] -> [batch_size]."""
-    import jax
-
-    return labelled[jax.random.randint(key, (batch_size,), 0, labelled.shape[0])]
-
-
-def random_shift(key, images, max_shift: int):
-    """Each image translated by its own random (dy, dx) in [-max_shift, max_shift], the uncovered
-    border filled with zeros (background): [N, H, W, C] -> [N, H, W, C], on the device."""
-    import jax
-    import jax.numpy as jnp
-
-    if not max_shift:
-        return images
-    n, h, w, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
-    offsets = jax.random.randint(key, (n, 2), 0, 2 * max_shift + 1)
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
-    return jax.vmap(crop)(padded, offsets)
-
-
-def rotate(images, angles):
-    """Each image turned counter-clockwise (as displayed) about its centre by its own angle in
-    radians, bilinear, the uncovered corners filled with zeros: [N, H, W, C], [N] -> [N, H, W, C]
-    of the input's dtype (uint8 rounded), on the device."""
-    return warp(images, _rotation_inverse(angles))
-
-
-def _rotation_inverse(angles):
-    """[N] radians -> [N, 2, 2]: the map from an output pixel's (row, col) offset to its source's
-    under a counter-clockwise turn as displayed (rows grow downwards)."""
-    import jax.numpy as jnp
-
-    cos, sin = jnp.cos(angles), jnp.sin(angles)
-    return jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
-
-
-def warp(images, inverse):
-    """Each image resampled about its centre, bilinear, zeros outside: output pixel p reads the
-    input at centre + inverse[n] @ (p - centre), (row, col) offsets. [N, H, W, C], [N, 2, 2] ->
-    [N, H, W, C] of the input's dtype (uint8 rounded), on the device."""
-    import jax
-    import jax.numpy as jnp
-
-    _, h, w, _ = images.shape
-    ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
-    ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - ci, jnp.arange(w, dtype=jnp.float32) - cj, indexing="ij")
-
-    def one(img, m):
-        src = (ci + m[0, 0] * ii + m[0, 1] * jj, cj + m[1, 0] * ii + m[1, 1] * jj)
-        plane = lambda ch: jax.scipy.ndimage.map_coordinates(ch, src, order=1, mode="constant", cval=0.0)
-        return jax.vmap(plane, in_axes=-1, out_axes=-1)(img)  # each channel alike
-
-    out = jax.vmap(one)(images.astype(jnp.float32), inverse.astype(jnp.float32))
-    if images.dtype == jnp.uint8:
-        return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
-    return out.astype(images.dtype)
-
-
-def random_affine(key, images, max_degrees: float = 0.0, max_shear: float = 0.0, max_scale: float = 0.0):
-    """Each image warped by its own random rotation (uniform in +-max_degrees), horizontal shear
-    (slant: a row d pixels below the centre moves by up to max_shear * d pixels sideways) and
-    zoom (factor uniform in [1 - max_scale, 1 + max_scale]), in one bilinear resampling. The
-    angle is drawn from `key` itself, so runs without shear or zoom draw the angles they drew
-    before shear and zoom existed."""
-    import jax
-    import jax.numpy as jnp
-
-    if not (max_degrees or max_shear or max_scale):
-        return images
-    n = images.shape[0]
-    limit = jnp.deg2rad(float(max_degrees))
-    inverse = _rotation_inverse(jax.random.uniform(key, (n,), minval=-limit, maxval=limit))
-    if max_shear:
-        shear = jax.random.uniform(jax.random.fold_in(key, 1), (n,), minval=-max_shear, maxval=max_shear)
-        # Output (i, j) reads the rotated image at (i, j - shear * i).
-        inverse = inverse @ jnp.stack([jnp.stack([jnp.ones(n), jnp.zeros(n)], -1),
-                                       jnp.stack([-shear, jnp.ones(n)], -1)], -2)
-    if max_scale:
-        zoom = jax.random.uniform(jax.random.fold_in(key, 2), (n,), minval=1 - max_scale, maxval=1 + max_scale)
-        inverse = inverse / zoom[:, None, None]
-    return warp(images, inverse)

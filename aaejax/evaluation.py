@@ -163,3 +163,33 @@ def cluster_errors(train_clusters, train_labels, test_clusters, test_labels, num
     mapping[rows] = cols
     err_hungarian = float(np.mean(mapping[test_clusters] != test_labels))
     return {"cluster_error_majority": err_majority, "cluster_error_hungarian": err_hungarian}
+
+
+def official_bigan_protocol(features, dataset) -> dict:
+    """The official BiGAN code's feature scores (train_gan.py, eval_and_disp), fractions in [0, 1].
+
+    features(uint8 images [n, 28, 28, 1]) -> (E's pre-sigmoid output [n, d], E's last hidden
+    layer [n, h]). Keys:
+    - nnc_e_*: 1-NN on E's pre-sigmoid output (its NNC_e: `dist.l2distable` of E's linear output);
+    - nnc_e_minus_*: 1-NN on E's last hidden layer (its NNC_e-: BN in deploy mode, after LReLU);
+    - probe_e_minus_*: our linear probe (L-BFGS) on that layer -- not its CLS_e-, an online
+      classifier trained for 1000 deploy batches at the GAN's current learning rate.
+    References are the official split's 50 000 training images; queries its 10 000 held-out
+    training images (`*_heldout`, as in the official log) and the MNIST test images (`*_test`).
+    """
+    from aaejax.data import official_split
+
+    def feats(x):
+        parts = [features(x[i:i + 1000]) for i in range(0, len(x), 1000)]
+        return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(2))
+
+    train_idx, held_idx = official_split(len(dataset.train_images))
+    ref, ref_y = feats(dataset.train_images[train_idx]), dataset.train_labels[train_idx]
+    queries = {"heldout": (feats(dataset.train_images[held_idx]), dataset.train_labels[held_idx]),
+               "test": (feats(dataset.test_images), dataset.test_labels)}
+    out = {}
+    for name, ((logits, hidden), y) in queries.items():
+        out[f"nnc_e_{name}"] = knn1_accuracy(ref[0], ref_y, logits, y)
+        out[f"nnc_e_minus_{name}"] = knn1_accuracy(ref[1], ref_y, hidden, y)
+        out[f"probe_e_minus_{name}"] = linear_probe_accuracy(ref[1], ref_y, hidden, y)
+    return out

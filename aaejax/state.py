@@ -1,7 +1,8 @@
 """Explicit training state: one `NetState` per network, each with its own optimizer state.
 
-The optimizers themselves (optax transformations, with their schedules) are static and live on
-the model object; the state holds only arrays, so it jits, donates and checkpoints as a pytree.
+The optimizers themselves (optax transformations with their schedules, aaejax/optim.py) are
+static and live on the model object; the state holds only arrays, so it jits, donates and
+checkpoints as a pytree.
 """
 
 from __future__ import annotations
@@ -58,92 +59,3 @@ def all_finite(tree) -> jax.Array:
     """bool []: every float leaf of `tree` is finite (NaN/Inf anywhere -> False)."""
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
-
-
-SCHEDULES = ("constant", "exponential", "hold_then_exponential")
-ADAMS = ("optax", "dcgan")
-
-
-def make_schedule(config) -> optax.Schedule:
-    """Learning-rate schedule from the config.
-
-    constant: lr. exponential: lr decays smoothly to lr * lr_final_fraction at num_steps.
-    hold_then_exponential: lr until lr_decay_start * num_steps, then exponential decay to
-    lr * lr_final_fraction at num_steps; with lr_decay_every = K > 0 the rate drops in notches
-    every K steps, the first one at the decay start (the official BiGAN code sets its rate once
-    an epoch that way), else smoothly every step.
-    """
-    lr, total = float(config.lr), max(int(config.num_steps), 1)
-    name = config.lr_schedule
-    if name == "constant":
-        return optax.constant_schedule(lr)
-    if name == "exponential":
-        return optax.exponential_decay(lr, transition_steps=total, decay_rate=config.lr_final_fraction)
-    if name == "hold_then_exponential":
-        begin = int(round(config.lr_decay_start * total))
-        every = int(config.lr_decay_every)
-        if not every:
-            return optax.exponential_decay(lr, transition_steps=max(total - begin, 1),
-                                           decay_rate=config.lr_final_fraction, transition_begin=begin)
-        notches = max(-(-(total - begin) // every), 1)  # ceil
-
-        def staircase(count):
-            done = jnp.clip((count - begin) // every + 1, 0, notches)
-            return lr * jnp.asarray(config.lr_final_fraction, jnp.float32) ** (done / notches)
-
-        return staircase
-    raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def scale_by_dcgan_adam(b1: float = 0.5, b2: float = 0.999, eps: float = 1e-8,
-                        b1_decay: float = 1 - 1e-8) -> optax.GradientTransformation:
-    """Adam as the official BiGAN code has it (its lib/updates.py, from the DCGAN code): the first
-    moment's coefficient decays as b1 * b1_decay**t, while the bias correction uses b1 itself;
-    eps is added to sqrt of the corrected second moment. Same state as optax's Adam."""
-
-    def init_fn(params):
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros,
-                                      nu=jax.tree_util.tree_map(jnp.zeros_like, params))
-
-    def update_fn(updates, state, params=None):
-        del params
-        t = state.count.astype(jnp.float32)
-        b1_t = b1 * b1_decay**t
-        mu = jax.tree_util.tree_map(lambda m, g: b1_t * m + (1 - b1_t) * g, state.mu, updates)
-        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
-        c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-        out = jax.tree_util.tree_map(lambda m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
-        return out, optax.ScaleByAdamState(count=state.count + 1, mu=mu, nu=nu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam(lr schedule, b1, b2); an L2 term weight_decay * w is added to the gradient *before*
-    Adam when config.weight_decay > 0 (as the official BiGAN code does), not decoupled AdamW.
-    config.adam picks the Adam: "optax" (optax.scale_by_adam) or "dcgan" (the official BiGAN
-    code's, see scale_by_dcgan_adam).
-
-    With config.skip_nonfinite, an update whose gradient holds a NaN/Inf is dropped (params and
-    Adam moments unchanged), up to config.max_consecutive_nonfinite in a row.
-    """
-    schedule = make_schedule(config)
-    parts = []
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay))
-    if config.adam == "dcgan":
-        parts.append(scale_by_dcgan_adam(b1=config.b1, b2=config.b2))
-    else:
-        parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2))
-    parts.append(optax.scale_by_learning_rate(schedule))
-    tx = optax.chain(*parts)
-    if config.skip_nonfinite:
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=int(config.max_consecutive_nonfinite))
-    return tx, schedule
-
-
-def make_optimizers(config, names) -> tuple[dict, dict]:
-    """One optimizer (and schedule) per network: {name: tx}, {name: schedule}."""
-    built = {n: make_optimizer(config) for n in names}
-    return {n: tx for n, (tx, _) in built.items()}, {n: sched for n, (_, sched) in built.items()}

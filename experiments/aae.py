@@ -52,17 +52,12 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     # (the categorical discriminator alone lets saturated softmaxes collapse onto a few).
     c.balance_weight = 0.0
     c.input_noise = 0.0  # std of Gaussian noise on the categorical encoder's input ([-1, 1] scale)
-    c.disc_noise = 0.0  # std of Gaussian noise on both discriminators' inputs (instance noise)
     c.labelled_recon = False  # semi-supervised: also rebuild labelled images from their true label
     c.labelled_shift = 0  # semi-supervised: random translation of labelled images, up to this many pixels
     # weight of KL(y(x) || y(x shifted by up to consistency_shift pixels)) in the encoder's loss (not in the paper)
     c.consistency_weight = 0.0
     c.consistency_shift = 2
     c.augment_rotation = 0.0  # degrees: random rotation of the labelled images and the consistency view
-    c.augment_shear = 0.0  # max horizontal shear (slant) of the same images, a factor
-    c.augment_scale = 0.0  # max zoom of the same images: a factor within 1 +- augment_scale
-    c.ema_decay = 0.0  # > 0: evaluate with moving averages of the encoder's and decoder's weights
-    c.phase_optimizers = False  # sequential: one Adam state per phase (see aaejax/aae_categorical.py)
     if variant == "paper":
         c.latent_dim = 8
         c.prior_scale = 5.0

@@ -58,10 +58,10 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from aaejax import trainer
+    from aaejax import registry, trainer
 
     config = _config(model_name, batch_size)
-    model = trainer.build_model(config)
+    model = registry.build_model(config)
     images = jax.device_put(_dataset())
     labels = jax.device_put(jnp.zeros((N_TRAIN,), jnp.int32))
     steps_per_epoch = N_TRAIN // batch_size
@@ -115,11 +115,11 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     import jax
     import jax.numpy as jnp
 
-    from aaejax import parallel, trainer
+    from aaejax import parallel, registry, trainer
 
     config = _config(model_name, batch_size)
     config.num_seeds = num_seeds
-    model = trainer.build_model(config)
+    model = registry.build_model(config)
     layout = parallel.Layout(config)
     images, labels = layout.put_replicated(_dataset()), layout.put_replicated(jnp.zeros((N_TRAIN,), jnp.int32))
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
@@ -153,10 +153,10 @@ def _first_step_child(model_name: str) -> None:
     cli.enable_compilation_cache()
     import jax
 
-    from aaejax import trainer
+    from aaejax import registry, trainer
 
     config = _config(model_name, 128 if model_name == "bigan" else 32)
-    model = trainer.build_model(config)
+    model = registry.build_model(config)
     images = jax.device_put(_dataset())
     labels = jax.device_put(jax.numpy.zeros((N_TRAIN,), jax.numpy.int32))
     state = jax.jit(model.init)(jax.random.PRNGKey(0))

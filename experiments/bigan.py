@@ -37,7 +37,6 @@ def get_config(variant: str = "official") -> ml_collections.ConfigDict:
     c.z_input = "concat"  # where z enters D: "concat" (with x, first layer) | "hidden" (second layer)
     c.zero_output = False  # D's output weights start at zero
     c.g_z_skip = False  # G's later hidden layers also get a linear map of z
-    c.d_bn = "separate"  # real and fake batches normalised separately (see aaejax/bigan.py)
     c.ge_loss = "flipped"  # G/E "fool" D: BCE with swapped labels
     c.loss_scale = 1.0  # each loss is loss_scale * (BCE on the real pairs + BCE on the fake pairs)
     c.update_order = "d_first"  # d_first: G/E against the updated D | simultaneous: all from one state

@@ -32,16 +32,13 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     deviation over seeds of every number under "mean" / "std"; figures are of model 0."""
     import numpy as np
 
-    from aaejax import configs
     from aaejax import data as data_lib
-    from aaejax.checkpoint import CheckpointError
+    from aaejax import rundir
 
     workdir = Path(workdir)
-    if not (workdir / "config.json").exists():
-        raise CheckpointError(f"{workdir} holds no run (no config.json)")
-    config = configs.fill_defaults(json.loads((workdir / "config.json").read_text()))
-    num_seeds = int(config["num_seeds"])
-    dataset = dataset or data_lib.load(config["dataset"], config["data_dir"] or None)  # once for all seeds
+    config = rundir.read_config(workdir)
+    num_seeds = int(config.num_seeds)
+    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)  # once for all seeds
     # The baselines (random encoder, pixels) do not depend on the trained model: model 0 only.
     reports = [_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
                              classifier_cache, dataset, step) for i in range(num_seeds)]
@@ -67,17 +64,17 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
 
     import aaejax
     from aaejax import evaluation as ev
+    from aaejax import images
 
     m = aaejax.load(workdir, seed_index, step=step)
     ds = dataset
     if step == 0:  # the initial state: population statistics as the trainer computes them
         from aaejax import trainer
 
-        images, _ = trainer.training_examples(ds, m.config)
+        train_images, _ = trainer.training_examples(ds, m.config)
         eval_key = aaejax.api.initial_keys(int(m.config.seed) + seed_index)[1]
-        m.state = jax.jit(m.model.prepare_eval)(m.state, jnp.asarray(images), jax.random.fold_in(eval_key, 0))
-    test = jnp.asarray(ds.test_images, jnp.float32) / 255.0
-    train = jnp.asarray(ds.train_images, jnp.float32) / 255.0
+        m.state = jax.jit(m.model.prepare_eval)(m.state, jnp.asarray(train_images), jax.random.fold_in(eval_key, 0))
+    test, train = images.unit(jnp.asarray(ds.test_images)), images.unit(jnp.asarray(ds.train_images))
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,
            "dataset": m.config.dataset}
     timings = {}
@@ -108,16 +105,9 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out.update(ev.parzen(samples, train[-1000:], test))
     timings["parzen"] = time.perf_counter() - t
 
-    if hasattr(m.model, "classify"):  # the categorical AAE: its y head is a classifier / clusterer
-        t = time.perf_counter()
-        cls = jax.jit(m.model.classify)
-        y_train = np.asarray(ev.batched(lambda x: cls(m.state, x), train).argmax(-1))
-        y_test = np.asarray(ev.batched(lambda x: cls(m.state, x), test).argmax(-1))
-        if m.config.num_labels:
-            out["test_error"] = float(np.mean(y_test != np.asarray(ds.test_labels)))
-        out.update(ev.cluster_errors(y_train, ds.train_labels, y_test, ds.test_labels, m.model.num_categories))
-        out["clusters_used"] = int(len(np.unique(y_test)))
-        timings["classify"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out.update(m.model.report(m.state, ds))  # the model's own entries (protocol.Model.report)
+    timings["model_report"] = time.perf_counter() - t
 
     t = time.perf_counter()
     enc = jax.jit(m.model.encode)
@@ -133,49 +123,10 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     if knn_pixels:
         out["knn1_acc_pixels"] = ev.knn1_accuracy(train, ds.train_labels, test, ds.test_labels)
     timings["features"] = time.perf_counter() - t
-    if hasattr(m.model, "features"):  # the BiGAN: the official code's feature protocol too
-        t = time.perf_counter()
-        out.update(official_protocol(m, ds))
-        timings["official_protocol"] = time.perf_counter() - t
     out["seconds"] = timings
     out["seed_index"] = seed_index
     if seed_index == 0 and step is None:
         _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
-    return out
-
-
-def official_protocol(m, ds) -> dict:
-    """The official BiGAN code's feature scores (train_gan.py, eval_and_disp), fractions in [0, 1]:
-
-    - nnc_e_*: 1-NN on E's pre-sigmoid output (its NNC_e: `dist.l2distable` of E's linear output);
-    - nnc_e_minus_*: 1-NN on E's last hidden layer (its NNC_e-: BN in deploy mode, after LReLU);
-    - probe_e_minus_*: our linear probe (L-BFGS to convergence) on that layer -- not its CLS_e-,
-      an online classifier trained for 1000 deploy batches at the GAN's current learning rate.
-
-    References are the official split's 50 000 training images; queries its 10 000 held-out
-    training images (`*_heldout`, as the official log) and the 10 000 MNIST test images (`*_test`).
-    """
-    import jax
-    import numpy as np
-
-    from aaejax import data as data_lib
-    from aaejax import evaluation as ev
-
-    train_idx, held_idx = data_lib.official_split(len(ds.train_images))
-    feats = jax.jit(m.model.features)
-
-    def features(images):  # uint8 [N, 28, 28, 1] -> (logits [N, d], hidden [N, h])
-        out = [feats(m.state, np.asarray(images[i:i + 1000], np.float32) / 255.0) for i in range(0, len(images), 1000)]
-        return tuple(np.concatenate(parts) for parts in zip(*out))
-
-    ref, ref_y = features(ds.train_images[train_idx]), ds.train_labels[train_idx]
-    queries = {"heldout": (features(ds.train_images[held_idx]), ds.train_labels[held_idx]),
-               "test": (features(ds.test_images), ds.test_labels)}
-    out = {}
-    for name, ((logits, hidden), y) in queries.items():
-        out[f"nnc_e_{name}"] = ev.knn1_accuracy(ref[0], ref_y, logits, y)
-        out[f"nnc_e_minus_{name}"] = ev.knn1_accuracy(ref[1], ref_y, hidden, y)
-        out[f"probe_e_minus_{name}"] = ev.linear_probe_accuracy(ref[1], ref_y, hidden, y)
     return out
 
 
@@ -217,21 +168,14 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     codes = pairs[:, :1] * (1 - alphas) + pairs[:, 1:] * alphas
     pair_labels = np.repeat(test_labels[:16:2], 10)  # (supervised AAE: rendered as the first's class)
     imgs = np.asarray(m.decode(jnp.asarray(codes.reshape(80, -1), jnp.float32),
-                               pair_labels if m.config.get("supervised") else None))
+                               pair_labels if m.model.needs_labels else None))
     writers.save_png(fig_dir / "interpolations.png", writers.image_grid(imgs, ncols=10))
 
-    # Style x class: rows share a style code, columns are the classes / categories (supervised and
+    # Style x class: rows share a style, columns are the classes / categories (the supervised and
     # categorical AAEs, the paper's Figures 6, 8 and 9).
-    num_cols = getattr(m.model, "num_categories", 10) if m.config.get("aae_kind") == "categorical" else (
-        10 if m.config.get("supervised") else 0)
-    if num_cols:
-        style_dim = m.model.style_dim if hasattr(m.model, "style_dim") else m.latent_dim
-        styles = m.model.prior.sample(jax.random.PRNGKey(7), (10, style_dim))
-        if hasattr(m.model, "style_dim"):  # the categorical code: [categories | style]
-            styles = jnp.concatenate([jnp.zeros((10, num_cols)), styles], -1)
-        codes = jnp.repeat(styles, num_cols, axis=0)
-        imgs = np.asarray(m.decode(codes, jnp.tile(jnp.arange(num_cols), 10)))
-        writers.save_png(fig_dir / "styles.png", writers.image_grid(imgs, ncols=num_cols))
+    grid = m.model.style_grid(m.state, jax.random.PRNGKey(7), 10)
+    if grid is not None:
+        writers.save_png(fig_dir / "styles.png", writers.image_grid(np.asarray(grid), ncols=len(grid) // 10))
 
     records = writers.read_metrics(workdir)
     if records:
@@ -253,8 +197,8 @@ def main(argv):
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
     from aaejax.checkpoint import CheckpointError
+    from aaejax.configs import ConfigError
     from aaejax.data import DataError
-    from aaejax.trainer import ConfigError
 
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,

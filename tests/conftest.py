@@ -1,16 +1,24 @@
-"""Shared fixtures: tiny configs and a small structured dataset, so the suite runs in minutes."""
+"""Shared fixtures and helpers: tiny configs, a small learnable dataset, the real CLI on mock data."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["AAEJAX_OFFLINE"] = "1"  # never probe the network from tests
 
-import numpy as np
-import pytest
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from aaejax import data as data_lib
-from experiments import aae as aae_exp
-from experiments import bigan as bigan_exp
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from aaejax import data as data_lib  # noqa: E402
+from experiments import aae as aae_exp  # noqa: E402
+from experiments import bigan as bigan_exp  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_aae_config(**overrides):
@@ -18,6 +26,22 @@ def tiny_aae_config(**overrides):
     c.hidden, c.disc_hidden, c.latent_dim = (64, 64), (32, 32), 4
     c.batch_size, c.num_steps = 16, 40
     c.log_every, c.sample_every, c.checkpoint_every = 10, 20, 20
+    c.update(overrides)
+    return c
+
+
+def tiny_variant(variant, **overrides):
+    """An AAE variant (experiments/aae.py) at test size."""
+    c = aae_exp.get_config(variant)
+    c.hidden, c.disc_hidden = (64, 64), (32, 32)
+    c.batch_size, c.num_steps = 16, 40
+    c.log_every, c.sample_every, c.checkpoint_every = 10, 20, 20
+    if c.aae_kind == "categorical":
+        c.style_dim = 3
+        c.labelled_batch_size = 8
+        c.num_labels = 20 if variant == "semi_supervised" else 0
+    elif c.latent_dim != 2:
+        c.latent_dim = 4
     c.update(overrides)
     return c
 
@@ -48,6 +72,45 @@ def bars_dataset(n_train=512, n_test=128, seed=0) -> data_lib.Dataset:
         return images, labels
 
     return data_lib.Dataset("mnist", *make(n_train), *make(n_test), source="synthetic")
+
+
+def batch_of(ds: data_lib.Dataset, n: int, labelled: int = 0) -> dict:
+    """The first n training examples as a train_step batch (+ `labelled` labelled ones)."""
+    batch = {"image": jnp.asarray(ds.train_images[:n]), "label": jnp.asarray(ds.train_labels[:n])}
+    if labelled:
+        batch.update(labelled_image=jnp.asarray(ds.train_images[-labelled:]),
+                     labelled_label=jnp.asarray(ds.train_labels[-labelled:]))
+    return batch
+
+
+# Flags that make the real command lines train tiny networks.
+TINY_FLAGS = {
+    "aae": ["--config.hidden=(32,32)", "--config.disc_hidden=(16,16)", "--config.latent_dim=3"],
+    "bigan": ["--config.g_hidden=(32,32)", "--config.e_hidden=(32,32)", "--config.d_hidden=(32,32)",
+              "--config.latent_dim=4", "--config.bn_eval_batches=2", "--config.batch_size=16"],
+}
+
+
+def cli_code(module: str, args, num_examples: int = 96) -> str:
+    """Python source that runs `python -m <module> <args>` with TFDS's mock data as MNIST."""
+    return textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = [{module!r}] + {list(args)!r}
+        with tfds.testing.mock_data(num_examples={num_examples}):
+            runpy.run_module({module!r}, run_name="__main__")
+    """)
+
+
+def cli_env(tmp_path, **extra) -> dict:
+    return dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1",
+                AAEJAX_JAX_CACHE=str(tmp_path / "jaxcache"), **extra)
+
+
+def run_cli(module: str, args, tmp_path, num_examples: int = 96, timeout: int = 300):
+    """Runs `python -m <module> <args>` for real (a subprocess), with TFDS's mock data as MNIST."""
+    return subprocess.run([sys.executable, "-c", cli_code(module, args, num_examples)], cwd=REPO,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
 def pytest_collection_modifyitems(items):

@@ -4,12 +4,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from aaejax import trainer
 from aaejax.aae import AAE
 from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
-from conftest import tiny_aae_config
+from conftest import batch_of, tiny_aae_config
 
 
 def test_seed_networks_shapes():
@@ -28,38 +27,18 @@ def test_seed_networks_shapes():
     assert kernels == [(10, 512), (512, 512), (512, 784)]
 
 
-def _batch(ds, n):
-    return {"image": jnp.asarray(ds.train_images[:n]), "label": jnp.asarray(ds.train_labels[:n])}
-
-
-def test_one_step_keeps_shapes_is_finite_and_changes_every_tree(bars):
+def test_one_step_keeps_shapes_and_metrics(bars):
+    """Shapes, finiteness and the metrics of one step (its values: test_steps.py)."""
     model = AAE(tiny_aae_config())
     state = model.init(jax.random.PRNGKey(0))
-    new, metrics = jax.jit(model.train_step)(state, _batch(bars, 16))
+    new, metrics = jax.jit(model.train_step)(state, batch_of(bars, 16))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new)
     chex.assert_tree_all_finite((new, metrics))
-    for name in ("encoder", "decoder", "discriminator"):
-        diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), state.nets[name].params, new.nets[name].params)
-        assert any(jax.tree_util.tree_leaves(diff)), f"{name} params did not change"
     assert int(new.step) == 1
-    assert set(metrics) >= {"d_loss", "d_accuracy", "recon_mse", "adv_loss", "lr_discriminator", "lr_autoencoder"}
-
-
-def test_discriminator_steps_first_and_the_autoencoder_trains_against_it(bars):
-    """D's update does not depend on the autoencoder's (it comes first, on detached codes); the
-    encoder's does depend on D's (it is taken against the updated D); the decoder's does not (the
-    adversarial term reaches the encoder only)."""
-    def step(frozen):
-        model = AAE(tiny_aae_config())
-        model.txs = dict(model.txs, **{n: optax.set_to_zero() for n in frozen})
-        state = model.init(jax.random.PRNGKey(1))
-        return jax.jit(model.train_step)(state, _batch(bars, 16))[0].nets
-
-    full, ae_frozen, d_frozen = step(()), step(("encoder", "decoder")), step(("discriminator",))
-    chex.assert_trees_all_equal(full["discriminator"].params, ae_frozen["discriminator"].params)
-    diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), full["encoder"].params, d_frozen["encoder"].params)
-    assert any(jax.tree_util.tree_leaves(diff)), "the encoder's update ignored the updated discriminator"
-    chex.assert_trees_all_equal(full["decoder"].params, d_frozen["decoder"].params)
+    assert set(metrics) == {"d_loss", "d_accuracy", "ae_loss", "recon_mse", "adv_loss", "lr_discriminator",
+                            "lr_autoencoder"}
+    np.testing.assert_allclose(metrics["ae_loss"], 0.999 * metrics["recon_mse"] + 0.001 * metrics["adv_loss"],
+                               rtol=1e-6)
 
 
 def test_training_lowers_reconstruction_error(bars):

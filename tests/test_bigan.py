@@ -10,7 +10,7 @@ import pytest
 from aaejax import data as data_lib
 from aaejax.bigan import BiGAN
 from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
-from conftest import tiny_bigan_config
+from conftest import batch_of, tiny_bigan_config
 from experiments import bigan as bigan_exp
 
 
@@ -30,17 +30,15 @@ def test_seed_networks_shapes():
     chex.assert_shape(d.apply(dv, x, z, train=False), (4,))
 
 
-@pytest.mark.parametrize("variant,d_bn", [("official", "separate"), ("seed", "separate"), ("official", "joint")])
-def test_one_step(bars, variant, d_bn):
-    model = BiGAN(tiny_bigan_config(variant, d_bn=d_bn))
+@pytest.mark.parametrize("variant", ["official", "seed"])
+def test_one_step_keeps_shapes(bars, variant):
+    """Shapes, finiteness, BatchNorm statistics kept per network (the step's values: test_steps.py)."""
+    model = BiGAN(tiny_bigan_config(variant))
     state = model.init(jax.random.PRNGKey(0))
-    batch = {"image": jnp.asarray(bars.train_images[:16]), "label": jnp.asarray(bars.train_labels[:16])}
-    new, metrics = jax.jit(model.train_step)(state, batch)
+    new, metrics = jax.jit(model.train_step)(state, batch_of(bars, 16))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new)
     chex.assert_tree_all_finite((new, metrics))
     for name in ("generator", "encoder", "discriminator"):
-        before, after = jax.tree_util.tree_leaves(state.nets[name].params), jax.tree_util.tree_leaves(new.nets[name].params)
-        assert any(not np.array_equal(a, b) for a, b in zip(before, after)), name
         assert state.nets[name].batch_stats, f"{name} has BatchNorm statistics"
 
 
@@ -48,7 +46,7 @@ def test_one_step(bars, variant, d_bn):
 def test_update_order(bars, order):
     """D's update never depends on G's and E's. With d_first, theirs are taken against the updated
     D; simultaneously (the official code), against the same pre-step D as D's own update."""
-    batch = {"image": jnp.asarray(bars.train_images[:16]), "label": jnp.asarray(bars.train_labels[:16])}
+    batch = batch_of(bars, 16)
 
     def step(frozen):
         model = BiGAN(tiny_bigan_config(update_order=order, zero_output=False))
