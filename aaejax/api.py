@@ -54,11 +54,15 @@ class LoadedModel:
         z = jnp.asarray(z, jnp.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"decode expects [N, {self.latent_dim}] codes, got shape {z.shape}")
+        if z.size and not bool(jnp.all(jnp.isfinite(z))):
+            raise ValueError("decode expects finite codes, got NaN or Inf")
         return self._decode(self.state, z, None if labels is None else jnp.asarray(labels, jnp.int32))
 
     def sample(self, n: int, seed: int = 0, labels=None) -> jax.Array:
         """n images from the prior, [n, 28, 28, 1] in [0, 1] (labels [n]: of those classes /
         prior components, where the model has them)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"sample expects a whole number of images n >= 0, got {n!r}")
         labels = None if labels is None else jnp.asarray(labels, jnp.int32)
         return self._sample(self.state, jax.random.PRNGKey(seed), int(n), labels)
 
@@ -82,7 +86,7 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> L
     # Loaded onto one device whatever the run's sharding, so the device count here need not match.
     config.shard = "none"
     model = registry.build_model(config)
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:
         num_seeds = int(config.num_seeds)
         if not 0 <= seed_index < num_seeds:

@@ -1,7 +1,9 @@
 """Orbax checkpoints of the whole TrainState, plus a JSON record of the model and its config.
 
 Saves go through orbax's commit protocol (a step directory appears only when complete) and are
-waited for before the process ends. Restores try the newest step first and fall back to older
+synchronous, so a failed save (a full disk) is reported at its step, in the main thread, as one
+`WriteError`; temporary directories a failed save left are removed when a run opens the folder.
+Restores try the newest step first and fall back to older
 ones when it is unreadable; a work dir whose checkpoints are all unreadable is an error, never a
 silent fresh start. A resumed run moves the unreadable newer steps aside (`set_aside`) rather than
 deleting them, so it can save those step numbers again and nothing on disk is lost.
@@ -9,8 +11,13 @@ deleting them, so it can save those step numbers again and nothing on disk is lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -26,24 +33,39 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, max_to_keep: int = 3, keep_steps=()):
-        """Keeps the newest `max_to_keep` steps, and every step in `keep_steps` for good."""
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, keep_steps=(), read_only: bool = False):
+        """Keeps the newest `max_to_keep` steps, and every step in `keep_steps` for good.
+        `read_only` (aaejax.load, evaluate): never creates, cleans or deletes anything, so it may
+        read a dir a run is writing."""
         self.directory = Path(directory).absolute()
+        common = dict(create=not read_only, read_only=read_only, enable_async_checkpointing=False,
+                      cleanup_tmp_directories=not read_only)
         if keep_steps:
             policies = ocp.checkpoint_managers
-            options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policies.AnyPreservationPolicy(
+            options = ocp.CheckpointManagerOptions(**common, preservation_policy=policies.AnyPreservationPolicy(
                 [policies.LatestN(max_to_keep), policies.CustomSteps([int(s) for s in keep_steps])]))
         else:
-            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **common)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Saves asynchronously; `wait()` (or `close()`) blocks until it is committed."""
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        """Saves and commits step `step`; an OS error (a full disk) is raised as WriteError."""
+        from aaejax.rundir import WriteError
+
+        with _quiet_orbax() as noise:
+            try:
+                self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                 meta=ocp.args.JsonSave(meta)), force=True)
+            except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in ValueError and others
+                try:  # let orbax's helper threads end now, not at interpreter exit
+                    self._manager.wait_until_finished()
+                except Exception:  # noqa: BLE001 - the same failure, already being reported
+                    pass
+                noise.drop()
+                raise WriteError(_reason(e), self.directory / str(step)) from e
 
     def read_meta(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -109,6 +131,53 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for a failed save: orbax's messages name every internal file."""
+    text = str(error)
+    match = re.search(r"os_error_code='?(\d+)", text)
+    if match:
+        code = int(match.group(1))
+        return f"{os.strerror(code)} (errno {code})"
+    for cause in (error.__cause__, error.__context__):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class _Noise:
+    """What orbax and its helper threads print to stderr while a save runs: replayed after a
+    successful save, dropped after a failed one (the run reports the failure itself, once;
+    otherwise each thread prints its own traceback)."""
+
+    def __init__(self, file):
+        self.file, self.keep = file, True
+
+    def drop(self) -> None:
+        self.keep = False
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        noise = _Noise(tmp)
+        try:
+            yield noise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            absl_logger.setLevel(level)
+            if noise.keep:
+                tmp.seek(0)
+                sys.stderr.write(tmp.read().decode(errors="replace"))
 
 
 def abstract_like(state):

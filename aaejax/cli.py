@@ -49,6 +49,7 @@ def _main(argv, model_name: str) -> None:
     from aaejax.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data import DataError
+    from aaejax.rundir import WriteError
 
     # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
     parallel.initialize_distributed()
@@ -66,7 +67,7 @@ def _main(argv, model_name: str) -> None:
     try:
         registry.validate_config(config)
         trainer.train(config, workdir, overwrite=FLAGS.overwrite)
-    except (ConfigError, DataError, CheckpointError, trainer.NonFiniteError) as e:
+    except (ConfigError, DataError, CheckpointError, WriteError, trainer.NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted; run the same command again to resume from the last checkpoint")

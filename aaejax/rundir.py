@@ -1,16 +1,23 @@
-"""A run's work dir: its config file, what it holds, and whether a new run may use it.
+"""A run's work dir: its config file, what it holds, who may write it, and how writes fail.
 
 A run dir holds config.json, metrics.jsonl, tensorboard/, samples/, checkpoints/ (and, after
 evaluate, eval.json and eval/). The same command resumes a run; a run of another config is
-refused, or deleted first with --overwrite.
+refused, or deleted first with --overwrite. One run at a time: a run holds an OS lock on
+`.lock` for its whole life (released by the OS when the process dies, so there is never a stale
+lock to clean); evaluate and aaejax.load only read and need no lock. Whole files are written to a
+temporary name and renamed; metrics.jsonl is appended in whole lines (a torn last line, from a
+kill or a full disk mid-write, is dropped on resume with a warning).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import ml_collections
@@ -32,14 +39,104 @@ def config_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The run's config.json as today's code reads it (configs.fill_defaults), tuples restored."""
+class WriteError(OSError):
+    """A run's file could not be written (a full disk, permissions). `what` names it, `path`
+    where it went; the trainer turns it into the one line a user sees."""
+
+    def __init__(self, reason: str, path: Path, what: str = ""):
+        super().__init__(reason)
+        self.reason, self.path, self.what = reason, Path(path), what
+
+
+def free_space(path: Path) -> str:
+    """Free space on the file system holding `path` (or its nearest existing parent)."""
+    for parent in (Path(path), *Path(path).parents):
+        if parent.exists():
+            return f"{shutil.disk_usage(parent).free / 2**20:.1f} MB free"
+    return "free space unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to a temporary name beside `path`, then renames: never a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(e.strerror or str(e), path, path.name) from e
+
+
+class WorkdirLock:
+    """`with WorkdirLock(workdir):` the run's exclusive OS lock on <workdir>/.lock; a second run
+    on the same dir is refused at once with a line naming the holder (pid, host, start time)."""
+
+    def __init__(self, workdir: Path, enabled: bool = True):
+        self.path, self.enabled, self._fd = Path(workdir) / ".lock", enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for that run to end, or use "
+                              f"another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+        return False
+
+
+def saved_config_values(workdir: Path) -> dict | None:
+    """The run's config as saved (configs.fill_defaults applied), or None when the dir holds no
+    run. An unreadable config.json falls back, with a warning, to the config stored in the newest
+    readable checkpoint."""
     path = Path(workdir) / "config.json"
-    if not path.exists():
+    try:
+        return configs.fill_defaults(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        from aaejax.checkpoint import CheckpointError, Checkpointer
+
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        if not (Path(workdir) / "checkpoints").is_dir():
+            raise CheckpointError(f"{path} is unreadable ({reason}) and no checkpoint holds a config") from e
+        ckpt = Checkpointer(Path(workdir) / "checkpoints", read_only=True)
+        try:
+            for step in reversed(ckpt.steps()):
+                try:
+                    values = ckpt.read_meta(step)["config"]
+                except Exception:  # noqa: BLE001 - an unreadable step: try the previous one
+                    continue
+                log.warning("%s is unreadable (%s); using the config stored in checkpoint step %d", path, reason, step)
+                return configs.fill_defaults(values)
+        finally:
+            ckpt.close()
+        raise CheckpointError(f"{path} is unreadable ({reason}) and no checkpoint holds a readable config") from e
+
+
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The run's config as today's code reads it (saved_config_values), tuples restored."""
+    values = saved_config_values(Path(workdir))
+    if values is None:
         from aaejax.checkpoint import CheckpointError
 
         raise CheckpointError(f"{workdir} holds no run (no config.json)")
-    config = ml_collections.ConfigDict(configs.fill_defaults(json.loads(path.read_text())))
+    config = ml_collections.ConfigDict(values)
     for k, v in list(config.items()):  # JSON turned tuples into lists
         if isinstance(v, list):
             config[k] = tuple(v)
@@ -58,10 +155,9 @@ def ensure_writable(workdir: Path, process_index: int = 0) -> None:
 
 def config_diff(workdir: Path, config) -> str:
     """'' when `workdir` holds no run or one of the same config; else the differing fields."""
-    path = workdir / "config.json"
-    if not path.exists():
+    old = saved_config_values(workdir)
+    if old is None:
         return ""
-    old = configs.fill_defaults(json.loads(path.read_text()))
     new = config_dict(config)
     resumable = set(RESUMABLE_FIELDS)
     if old.get("lr_schedule") != "constant" or new.get("lr_schedule") != "constant":
@@ -86,4 +182,4 @@ def delete_run(workdir: Path) -> None:
 
 
 def write_config(workdir: Path, config) -> None:
-    (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, sort_keys=True))
+    write_atomic(workdir / "config.json", json.dumps(config_dict(config), indent=2, sort_keys=True))

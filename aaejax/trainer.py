@@ -130,9 +130,8 @@ def state_is_finite(state) -> jax.Array:
 
 
 def _open_workdir(config, workdir: Path, dataset, overwrite: bool, primary: bool) -> data_lib.Dataset:
-    """Checks the work dir (writable; no run of another config unless `overwrite`), loads the
+    """Checks the (locked) work dir holds no run of another config unless `overwrite`, loads the
     data, and only then deletes an overwritten run: a data error loses nothing."""
-    rundir.ensure_writable(workdir, jax.process_index())
     diff = rundir.config_diff(workdir, config)
     if diff and not overwrite:
         raise ConfigError(f"{workdir} holds a run with a different config ({diff}); use a fresh "
@@ -177,11 +176,25 @@ class Run:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.ckpt.close()
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
+    def __exit__(self, exc_type, *exc):
+        try:
+            self.ckpt.close()
+            if getattr(self, "writer", None) is not None:
+                self.writer.close()
+        except rundir.WriteError:
+            if exc_type is None:  # else the error already on its way is the one to report
+                raise
         return False
+
+    def write_failure(self, error: rundir.WriteError, step: int) -> rundir.WriteError:
+        """The one line a failed write ends the run with: what, at which step, where, the free
+        space there, the last intact checkpoint, and what to do."""
+        steps = self.ckpt.steps()
+        kept = f"the last intact checkpoint is step {steps[-1]}" if steps else "no checkpoint was saved yet"
+        what = error.what or "a checkpoint"
+        return rundir.WriteError(f"could not write {what} at step {step} to {error.path}: {error.reason} "
+                                 f"({rundir.free_space(error.path)}); {kept}; free space and rerun the same command",
+                                 error.path, what)
 
     def initial_state(self):
         """(state, step): the newest readable checkpoint of this model, else a fresh init. Writes
@@ -280,55 +293,70 @@ def _crossed(step: int, prev: int, every: int) -> bool:
 
 def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, overwrite: bool = False):
     """Trains `config.model` to `config.num_steps`, resuming from `workdir` when it has a run of
-    the same config (a different one is refused, or deleted first when `overwrite`).
+    the same config (a different one is refused, or deleted first when `overwrite`). The work
+    dir is locked for the run's life (process 0 holds the lock in a multi-process run).
 
     Returns the final TrainState (on the device).
     """
-    model, workdir = registry.build_model(config), Path(workdir)
-    dataset = _open_workdir(config, workdir, dataset, overwrite, jax.process_index() == 0)
+    model, workdir, primary = registry.build_model(config), Path(workdir), jax.process_index() == 0
+    rundir.ensure_writable(workdir, jax.process_index())
+    with rundir.WorkdirLock(workdir, enabled=primary):
+        dataset = _open_workdir(config, workdir, dataset, overwrite, primary)
+        with Run(config, workdir, model, dataset) as run:
+            return _loop(run, config)
+
+
+def _loop(run: Run, config):
+    """The training loop: chunks, then at their boundaries logs, grids and checkpoints."""
     keep = sorted(int(k) for k in config.keep_steps)
-    t_start, compile_s, pending = time.perf_counter(), None, None
-    with Run(config, workdir, model, dataset) as run, StopOnSignal() as stop:
+    t_start, compile_s, pending, step = time.perf_counter(), None, None, 0
+    try:
         state, step = run.initial_state()
+        if step >= config.num_steps:
+            log.warning("already at step %d of %d: nothing to train (a larger --steps trains on)", step,
+                        config.num_steps)
         chunk_fn, progress = run.chunk_fn(), Progress(config.num_steps, enabled=run.primary)
-        try:
-            while step < config.num_steps:
-                length = min(config.log_every, config.num_steps - step, *(k - step for k in keep if k > step))
-                t0 = time.perf_counter()
-                pending = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
-                metrics, error = run.finish(pending, step)
-                if error:
-                    pending = None
-                    raise NonFiniteError(error)
-                dt = time.perf_counter() - t0
-                compile_s = dt if compile_s is None else compile_s
-                prev, (state, pending), step = step, (pending[0], None), step + length
-                progress.update(step, length / dt, run.log(step, metrics, dt))
-                last = step == config.num_steps
-                want_samples = _crossed(step, prev, config.sample_every) or last
-                want_ckpt = _crossed(step, prev, config.checkpoint_every) or last or step in keep
-                if want_samples or want_ckpt:
-                    state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
-                if want_samples:
-                    run.write_samples(step, state)
-                if want_ckpt:
-                    run.save(step, state)
-                if run.stop_requested(stop):
-                    if step not in run.ckpt.steps():
-                        run.save(step, run.eval_state(state, step))
-                    log.warning("stopped by signal %s at step %d; checkpoint saved", stop.signum, step)
-                    raise KeyboardInterrupt(f"signal {stop.signum}")
-        except KeyboardInterrupt:
+        with StopOnSignal() as stop:
+            try:
+                while step < config.num_steps:
+                    length = min(config.log_every, config.num_steps - step, *(k - step for k in keep if k > step))
+                    t0 = time.perf_counter()
+                    pending = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
+                    metrics, error = run.finish(pending, step)
+                    if error:
+                        pending = None
+                        raise NonFiniteError(error)
+                    dt = time.perf_counter() - t0
+                    compile_s = dt if compile_s is None else compile_s
+                    prev, (state, pending), step = step, (pending[0], None), step + length
+                    progress.update(step, length / dt, run.log(step, metrics, dt))
+                    last = step == config.num_steps
+                    want_samples = _crossed(step, prev, config.sample_every) or last
+                    want_ckpt = _crossed(step, prev, config.checkpoint_every) or last or step in keep
+                    if want_samples or want_ckpt:
+                        state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
+                    if want_samples:
+                        run.write_samples(step, state)
+                    if want_ckpt:
+                        run.save(step, state)
+                    if run.stop_requested(stop):
+                        if step not in run.ckpt.steps():
+                            run.save(step, run.eval_state(state, step))
+                        log.warning("stopped by signal %s at step %d; checkpoint saved", stop.signum, step)
+                        raise KeyboardInterrupt(f"signal {stop.signum}")
+            except KeyboardInterrupt:
+                progress.close()
+                if pending is not None:  # interrupted while a chunk ran: its input state is donated, so
+                    _, error = run.finish(pending, step)  # finish it and keep its result if it is finite
+                    if error is None:
+                        state, step = pending[0], int(np.ravel(pending[0].step)[0])
+                if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
+                    log.warning("interrupted: saving a checkpoint at step %d", step)
+                    run.save(step, run.eval_state(state, step))
+                raise
             progress.close()
-            if pending is not None:  # interrupted while a chunk ran: its input state is donated, so
-                _, error = run.finish(pending, step)  # finish it and keep its result if it is finite
-                if error is None:
-                    state, step = pending[0], int(np.ravel(pending[0].step)[0])
-            if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
-                log.warning("interrupted: saving a checkpoint at step %d", step)
-                run.save(step, run.eval_state(state, step))
-            raise
-        progress.close()
+    except rundir.WriteError as e:
+        raise run.write_failure(e, step) from e
     if step and config.num_steps:
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,
                  time.perf_counter() - t_start, compile_s or 0)

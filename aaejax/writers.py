@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
@@ -24,11 +28,21 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
 
 
 def save_png(path: str | Path, grid: np.ndarray, scale: int = 2) -> None:
+    """Writes to a temporary name, then renames: never a torn PNG. OSError -> WriteError."""
+    from aaejax.rundir import WriteError
+
+    path = Path(path)
     img = Image.fromarray(grid, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(e.strerror or str(e), path, "a sample grid") from e
 
 
 def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.ndarray:
@@ -41,7 +55,8 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
 
 class MetricWriter:
     """A run's files besides checkpoints: one JSON object per logged step in metrics.jsonl,
-    scalars and image grids mirrored to TensorBoard, grids as samples/<name>_<step>.png."""
+    scalars and image grids mirrored to TensorBoard, grids as samples/<name>_<step>.png. Every
+    OS error (a full disk) comes out as rundir.WriteError naming the file."""
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
         """enabled=False (the other processes of a multi-process run) writes nothing.
@@ -53,47 +68,85 @@ class MetricWriter:
 
         self.enabled, self.workdir = enabled, Path(workdir)
         if enabled:
-            self._jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
+            with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
+                self._jsonl = open(self.workdir / "metrics.jsonl", "a")
+            with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
+
+    @staticmethod
+    def _writing(what: str, path: Path):
+        import contextlib
+
+        from aaejax.rundir import WriteError
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except WriteError:
+                raise
+            except OSError as e:
+                raise WriteError(e.strerror or str(e), path, what) from e
+        return guard()
 
     def write(self, step: int, scalars: dict, per_seed: dict | None = None) -> None:
-        """scalars go to both; per_seed ({name: [value per model]}) to the JSON line only."""
+        """scalars go to both; per_seed ({name: [value per model]}) to the JSON line only. The
+        line is written whole and flushed."""
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        for k, v in record.items():
-            if k != "step":
-                self._tb.add_scalar(k, v, step)
+        with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+            for k, v in record.items():
+                if k != "step":
+                    self._tb.add_scalar(k, v, step)
         if per_seed:
             record["per_seed"] = per_seed
-        self._jsonl.write(json.dumps(record) + "\n")
+        with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
 
     def image(self, name: str, step: int, grid: np.ndarray) -> None:
         """grid: uint8 [H, W] (image_grid) -> samples/<name>_<step>.png and TensorBoard `name`."""
         if self.enabled:
             save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", grid)
-            self._tb.add_image(name, grid[None], step, dataformats="CHW")
+            with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+                self._tb.add_image(name, grid[None], step, dataformats="CHW")
 
     def close(self) -> None:
         if not self.enabled:
             return
-        self._jsonl.close()
-        self._tb.close()
+        with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
+            self._jsonl.close()
+        with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+            self._tb.close()
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
+    """metrics.jsonl's records; a line that is not whole JSON (a torn last line, from a kill or a
+    full disk mid-write) is skipped with a warning."""
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            log.warning("%s: line %d is torn (not whole JSON); it is dropped", path, number)
+    return records
 
 
 def truncate_metrics(workdir: str | Path, last_step: int) -> None:
-    """Drops records after `last_step` (a resumed run logs those steps again)."""
+    """Drops records after `last_step` (a resumed run logs those steps again) and torn lines,
+    rewriting the file under a temporary name."""
+    from aaejax.rundir import write_atomic
+
     path = Path(workdir) / "metrics.jsonl"
-    records = read_metrics(workdir)
-    kept = [r for r in records if r["step"] <= last_step]
-    if len(kept) != len(records):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(path)
+    if not path.exists():
+        return
+    kept = [r for r in read_metrics(workdir) if r["step"] <= last_step]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if text != path.read_text(errors="replace"):
+        write_atomic(path, text)

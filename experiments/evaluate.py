@@ -52,7 +52,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         out["mean"] = {k: float(np.mean([r[k] for r in reports])) for k in numeric}
         out["std"] = {k: float(np.std([r[k] for r in reports], ddof=1)) for k in numeric}  # sample std
         out["seeds"] = reports
-    (workdir / ("eval.json" if step is None else f"eval_{step}.json")).write_text(json.dumps(out, indent=2))
+    rundir.write_atomic(workdir / ("eval.json" if step is None else f"eval_{step}.json"), json.dumps(out, indent=2))
     return out
 
 
@@ -126,7 +126,14 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out["seconds"] = timings
     out["seed_index"] = seed_index
     if seed_index == 0 and step is None:
-        _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
+        from aaejax.rundir import WriteError
+
+        try:
+            _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
+        except OSError as e:
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(e.strerror or str(e), workdir / "eval", "the evaluation figures") from e
     return out
 
 
@@ -199,12 +206,16 @@ def main(argv):
     from aaejax.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data import DataError
+    from aaejax.rundir import WriteError, free_space
 
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
                        FLAGS.classifier_cache, step=FLAGS.step)
     except (CheckpointError, DataError, ConfigError) as e:
         sys.exit(f"error: {e}")
+    except WriteError as e:
+        sys.exit(f"error: could not write {e.what or 'eval.json'} to {e.path}: {e.reason} ({free_space(e.path)}); "
+                 f"free space and rerun the same command (the run itself is untouched)")
     if "mean" in out:
         for k, v in out["mean"].items():
             print(f"{k:>26}  {v:.4f} ± {out['std'][k]:.4f}  (over {out['num_seeds']} seeds)")
