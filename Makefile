@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 MODEL  ?= aae
 ARGS   ?=
 STAMP  := $(VENV)/.installed
-TORCH  ?= torch==2.13.0   # the bench's PyTorch (the CPU build on this project's machines)
+TEST_STAMP := $(VENV)/.installed-test
+# The reference programs' PyTorch (tests, bench): the CPU build that lies on this project's machines.
+TORCH  ?= torch==2.13.0
 
 .PHONY: install train test bench clean check-model
 
@@ -14,8 +16,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# PyTorch first, so the test extra's torch>=2.5 is already met (no CUDA build pulled in).
+$(TEST_STAMP): $(STAMP)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 check-model:
 	@case "$(MODEL)" in aae|bigan) ;; \
@@ -26,12 +34,11 @@ train: check-model $(STAMP)
 	$(PY) -m experiments.$(MODEL) $(ARGS)
 
 # One pytest worker per core (at most 4): the tiny-model tests are mostly single-threaded compiles.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses=4 $(ARGS)
 
 # Prints JSON lines: steps/s of aaejax's training path vs PyTorch eager, first-step times.
-bench: $(STAMP)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+bench: $(TEST_STAMP)
 	$(PY) -m experiments.bench $(ARGS)
 
 clean:

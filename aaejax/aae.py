@@ -3,6 +3,10 @@
 One step: (1) the latent discriminator learns prior samples = real vs encodings = fake;
 (2) encoder and decoder minimise w_rec * MSE(recon) + w_adv * fooling(D(E(x))) against the
 *updated* discriminator (losses.py). Images are scaled to [-1, 1] inside (decoder ends in tanh).
+`d_update`: "averaged" = one D update on the mean of its real and fake losses; "two_batches" =
+Keras-GAN's two `train_on_batch` calls, an update on the prior batch and then one on the encoded
+batch, each encoding drawing its own noise (as its separate `encoder.predict` and autoencoder
+calls do).
 
 Options from the paper: `prior_conditioned` (D also sees the one-hot label, and the prior sample
 of a "real" pair comes from the label's mixture component / swiss-roll segment, Figure 4) and
@@ -17,12 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from aaejax import images, losses
-from aaejax.models import IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.models import IMAGE_SHAPE, INITS, AAEDecoder, AAEEncoder, LatentDiscriminator
 from aaejax.optim import make_optimizers
 from aaejax.priors import PRIORS, PRIORS_2D, make_prior
 from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
+D_UPDATES = ("averaged", "two_batches")
 
 
 class AAE:
@@ -33,15 +38,20 @@ class AAE:
     def __init__(self, config):
         self.config = config
         self.latent_dim = int(config.latent_dim)
-        self.encoder = AAEEncoder(self.latent_dim, tuple(config.hidden))
-        self.decoder = AAEDecoder(tuple(config.hidden))
-        self.discriminator = LatentDiscriminator(tuple(config.disc_hidden))
+        self.encoder = AAEEncoder(self.latent_dim, tuple(config.hidden), config.init)
+        self.decoder = AAEDecoder(tuple(config.hidden), config.init)
+        self.discriminator = LatentDiscriminator(tuple(config.disc_hidden), config.init)
         self.prior = make_prior(config)
         self.num_classes = int(config.num_classes)
         self.conditioned, self.supervised = bool(config.prior_conditioned), bool(config.supervised)
         self.needs_labels = self.supervised  # decode() renders a style code as the given classes
-        # One optimizer (and schedule) per network: separate trees, separate Adam states.
-        self.txs, self.schedules = make_optimizers(config, NETS)
+        # One optimizer (and schedule) per network: separate trees, separate Adam states. With the
+        # Keras Adam they share its iteration counter as Keras-GAN's one optimizer instance does:
+        # each iteration D's update(s) come first, then the autoencoder's (optim.scale_by_keras_adam).
+        d_count = 2 if config.d_update == "two_batches" else 1
+        counts = {"discriminator": (d_count + 1, 1, d_count), "encoder": (d_count + 1, d_count + 1, 1),
+                  "decoder": (d_count + 1, d_count + 1, 1)}
+        self.txs, self.schedules = make_optimizers(config, NETS, counts)
 
     # ------------------------------------------------------------------ init / step
 
@@ -64,6 +74,38 @@ class AAE:
     def _with_label(self, z, onehot, flag: bool):
         return jnp.concatenate([z, onehot], -1) if flag else z
 
+    def draws(self, state: TrainState, batch: dict) -> dict:
+        """This step's noise: eps [B, latent_dim] of the autoencoder's codes, the prior codes
+        z_real, and (two_batches) eps_d of the codes D sees, drawn apart as Keras-GAN's separate
+        calls draw them."""
+        k_eps, k_prior = jax.random.split(state.step_key())
+        shape = (batch["image"].shape[0], self.latent_dim)
+        out = {"eps": jax.random.normal(k_eps, shape),
+               "z_real": self.prior.sample(k_prior, shape, batch["label"] if self.conditioned else None)}
+        out["eps_d"] = jax.random.normal(jax.random.fold_in(state.step_key(), 1), shape) \
+            if self.config.d_update == "two_batches" else out["eps"]
+        return out
+
+    def _update_discriminator(self, disc, z_real, z_fake, onehot):
+        """D on prior codes = real and encodings = fake (fixed): one update on the two losses'
+        mean, or (two_batches) one on each batch in turn. Returns (disc, loss, real, fake logits)."""
+        d_in = lambda z: self._with_label(z, onehot, self.conditioned)
+        apply = lambda p, z: self.discriminator.apply({"params": p}, d_in(z))
+        if self.config.d_update == "two_batches":
+            real_loss, grads = jax.value_and_grad(lambda p: losses.bce_logits(apply(p, z_real), 1.0))(disc.params)
+            disc = disc.apply_gradients(self.txs["discriminator"], grads)
+            fake_loss, grads = jax.value_and_grad(lambda p: losses.bce_logits(apply(p, z_fake), 0.0))(disc.params)
+            disc = disc.apply_gradients(self.txs["discriminator"], grads)
+            return disc, 0.5 * (real_loss + fake_loss), apply(disc.params, z_real), apply(disc.params, z_fake)
+
+        # Real and fake pass through in one batched call.
+        def d_loss_fn(p):
+            real, fake = jnp.split(self.discriminator.apply({"params": p}, jnp.concatenate([d_in(z_real), d_in(z_fake)])), 2)
+            return losses.latent_discriminator_loss(real, fake), (real, fake)
+
+        (d_loss, (real, fake)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(disc.params)
+        return disc.apply_gradients(self.txs["discriminator"], grads), d_loss, real, fake
+
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """batch['image']: uint8 [B, 28, 28, 1], batch['label']: int32 [B]. Pure; jitted (inside a
         scan) by the trainer."""
@@ -71,28 +113,17 @@ class AAE:
         chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
         x = images.signed(batch["image"])
         onehot = jax.nn.one_hot(batch["label"], self.num_classes)
-        k_eps, k_prior = jax.random.split(state.step_key())
+        draws = self.draws(state, batch)
         enc, dec, disc = (state.nets[n] for n in NETS)
 
         # The encoder's forward pass is shared by both updates: its vjp carries the AE gradient.
         (mu, log_var), enc_vjp = jax.vjp(lambda p: self.encoder.apply({"params": p}, x), enc.params)
-        eps = jax.random.normal(k_eps, mu.shape)
-        z_fake = mu + jnp.exp(0.5 * log_var) * eps
-        z_real = self.prior.sample(k_prior, (x.shape[0], self.latent_dim), batch["label"] if self.conditioned else None)
+        z_fake = jax.lax.stop_gradient(mu + jnp.exp(0.5 * log_var) * draws["eps_d"])
+        disc, d_loss, real_logits, fake_logits = self._update_discriminator(disc, draws["z_real"], z_fake, onehot)
 
-        # (1) Discriminator: real and fake pass through in one batched call.
-        def d_loss_fn(p):
-            z = jnp.concatenate([self._with_label(z_real, onehot, self.conditioned),
-                                 self._with_label(jax.lax.stop_gradient(z_fake), onehot, self.conditioned)])
-            real, fake = jnp.split(self.discriminator.apply({"params": p}, z), 2)
-            return losses.latent_discriminator_loss(real, fake), (real, fake)
-
-        (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(disc.params)
-        disc = disc.apply_gradients(self.txs["discriminator"], d_grads)
-
-        # (2) Autoencoder against the updated discriminator.
+        # The autoencoder against the updated discriminator.
         def ae_loss_fn(mu, log_var, dec_params):
-            z = mu + jnp.exp(0.5 * log_var) * eps
+            z = mu + jnp.exp(0.5 * log_var) * draws["eps"]
             recon = self.decoder.apply({"params": dec_params}, self._with_label(z, onehot, self.supervised))
             rec = losses.mse(recon, x)
             adv = losses.fooling_loss(
@@ -173,5 +204,9 @@ class AAE:
         if config.recon_weight < 0 or config.adv_weight < 0 or config.recon_weight + config.adv_weight == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got recon_weight={config.recon_weight}, "
                              f"adv_weight={config.adv_weight}")
+        if config.d_update not in D_UPDATES:
+            raise ValueError(f"unknown d_update {config.d_update!r}; choose one of {', '.join(D_UPDATES)}")
+        if config.init not in INITS:
+            raise ValueError(f"unknown init {config.init!r}; choose one of {', '.join(INITS)}")
         if config.prior in ("gaussian", *PRIORS_2D) and config.prior_scale <= 0:
             raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")

@@ -54,10 +54,10 @@ class CategoricalAAE:
         self.config = config
         self.num_categories, self.style_dim = int(config.num_categories), int(config.style_dim)
         self.latent_dim = self.num_categories + self.style_dim  # the code: concat(softmax y, z)
-        self.encoder = CategoricalEncoder(self.num_categories, self.style_dim, tuple(config.hidden))
-        self.decoder = AAEDecoder(tuple(config.hidden))
-        self.disc_category = LatentDiscriminator(tuple(config.disc_hidden))
-        self.disc_style = LatentDiscriminator(tuple(config.disc_hidden))
+        self.encoder = CategoricalEncoder(self.num_categories, self.style_dim, tuple(config.hidden), config.init)
+        self.decoder = AAEDecoder(tuple(config.hidden), config.init)
+        self.disc_category = LatentDiscriminator(tuple(config.disc_hidden), config.init)
+        self.disc_style = LatentDiscriminator(tuple(config.disc_hidden), config.init)
         self.prior = Gaussian(float(config.prior_scale))
         self.semi_supervised = int(config.num_labels) > 0
         self.txs, self.schedules = make_optimizers(config, NETS)

@@ -3,7 +3,9 @@
 Orders (config.data_order): "epochs" walks a permutation per epoch derived from (key, epoch)
 alone -- so a resumed run sees the same order -- and drops the remainder; "stream" reads the
 shuffled epochs as one stream, so batches straddle epoch ends (the official BiGAN code's data
-provider). The semi-supervised AAE's labelled batches are drawn with replacement from a fixed,
+provider); "random_subsets" draws each batch on its own, distinct examples within it
+(`randperm(N)[:B]`, the PyTorch seed BiGAN); "with_replacement" draws each index on its own
+(`np.random.randint`, the Keras seed AAE). Every draw is a function of (key, step). The semi-supervised AAE's labelled batches are drawn with replacement from a fixed,
 class-balanced subset chosen by the seed.
 """
 
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ORDERS = ("epochs", "stream")
+ORDERS = ("epochs", "stream", "random_subsets", "with_replacement")
 
 
 def epoch_permutation(key, epoch, n: int):
@@ -32,6 +34,16 @@ def stream_indices(perm, next_perm, start, batch_size: int):
     n = perm.shape[0]
     pos = start + jnp.arange(batch_size)
     return jnp.where(pos < n, perm[jnp.minimum(pos, n - 1)], next_perm[jnp.maximum(pos - n, 0)])
+
+
+def independent_indices(key, step, n: int, batch_size: int, order: str):
+    """The batch of `step` for the orders that draw each batch on its own: "random_subsets"
+    (batch_size distinct examples, uniformly: the top batch_size of n uniform keys) or
+    "with_replacement"."""
+    key = jax.random.fold_in(key, step)
+    if order == "random_subsets":
+        return jax.lax.top_k(jax.random.uniform(key, (n,)), batch_size)[1]
+    return jax.random.randint(key, (batch_size,), 0, n)
 
 
 def labelled_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from aaejax import batching, images, losses
-from aaejax.models import BN_FLAVOURS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.models import BN_FLAVOURS, IMAGE_SHAPE, INITS, BiGANEncoder, BiGANGenerator, JointDiscriminator
 from aaejax.optim import make_optimizers
 from aaejax.priors import make_prior
 from aaejax.state import NetState, TrainState, all_finite
@@ -44,8 +44,9 @@ class BiGAN:
         self.config = config
         self.latent_dim = int(config.latent_dim)
         common = dict(hidden_bias=config.hidden_bias, output_bias=config.output_bias, bn_affine=config.bn_affine,
-                      bn_flavour=config.bn_flavour, init_std=config.init_std or None)
-        self.generator = BiGANGenerator(tuple(config.g_hidden), z_skip=config.g_z_skip, **common)
+                      bn_flavour=config.bn_flavour, init_std=config.init_std or None, init_kind=config.init)
+        self.generator = BiGANGenerator(tuple(config.g_hidden), z_skip=config.g_z_skip, bn_first=config.g_bn_first,
+                                        **common)
         self.encoder = BiGANEncoder(self.latent_dim, tuple(config.e_hidden), out_low=config.prior_low,
                                     out_high=config.prior_high, **common)
         self.discriminator = JointDiscriminator(tuple(config.d_hidden), z_input=config.z_input,
@@ -261,6 +262,8 @@ class BiGAN:
             raise ValueError(f"unknown update_order {config.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}")
         if config.bn_flavour not in BN_FLAVOURS:
             raise ValueError(f"unknown bn_flavour {config.bn_flavour!r}; choose one of {', '.join(BN_FLAVOURS)}")
+        if config.init not in INITS:
+            raise ValueError(f"unknown init {config.init!r}; choose one of {', '.join(INITS)}")
         if config.loss_scale <= 0:
             raise ValueError(f"loss_scale must be > 0, got {config.loss_scale}")
         if config.bn_eval_batches < 1:

@@ -59,9 +59,11 @@ class ConfigError(ValueError):
 # a run did (the code reads them with the same default); a saved config lacking one gets it here.
 ADDED_FIELDS = {
     "aae": {"phases": "joint", "balance_weight": 0.0, "input_noise": 0.0, "labelled_recon": False,
-            "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2, "augment_rotation": 0.0},
+            "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2, "augment_rotation": 0.0,
+            "init": "default", "d_update": "averaged"},
     "bigan": {"output_bias": True, "bn_flavour": "flax", "z_input": "concat", "zero_output": False,
-              "g_z_skip": False, "loss_scale": 1.0, "update_order": "d_first"},
+              "g_z_skip": False, "loss_scale": 1.0, "update_order": "d_first", "init": "default",
+              "g_bn_first": True},
 }
 # Options removed (measured, not adopted: docs/results.md has their figures and the commit that had
 # them), with the value that means "off"; a saved config holding that value loads without the field.

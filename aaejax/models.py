@@ -1,12 +1,16 @@
 """Flax Linen networks of both models. Images enter flattened or as [B, 28, 28, 1].
 
 Every module takes `train: bool` explicitly where it has BatchNorm; discriminators return logits
-(the sigmoid lives in the loss, see losses.py).
+(the sigmoid lives in the loss, see losses.py). `init` picks each Dense layer's initialisers, as
+the program a config follows has them: "default" (Flax: LeCun normal kernels, or N(0, init_std)
+where the module has init_std > 0; zero biases), "glorot" (Keras: Glorot uniform kernels, zero
+biases) or "torch" (PyTorch's nn.Linear: kernel and bias uniform in +-1/sqrt(fan_in)).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -14,6 +18,7 @@ import jax.numpy as jnp
 
 IMAGE_SHAPE = (28, 28, 1)
 IMAGE_DIM = 28 * 28
+INITS = ("default", "glorot", "torch")
 
 
 def leaky_relu(x):
@@ -24,11 +29,29 @@ def _flat(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
 
-def _leaky_mlp(h: jax.Array, hidden: Sequence[int]) -> jax.Array:
-    """Dense + LeakyReLU(0.2) per width; called inside a compact module, so the layers keep the
-    module's Dense_0, Dense_1, ... names."""
-    for width in hidden:
-        h = leaky_relu(nn.Dense(width)(h))
+def dense(h: jax.Array, width: int, name: str | None = None, init: str = "default", std: float | None = None,
+          use_bias: bool = True, zero: bool = False) -> jax.Array:
+    """A Dense layer inside a compact module, initialised as `init` says (module docstring);
+    `zero` starts its kernel at zero."""
+    if zero:
+        kernel = nn.initializers.zeros
+    elif init == "torch":
+        kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # kaiming_uniform_(a=sqrt(5))
+    elif init == "glorot":
+        kernel = nn.initializers.glorot_uniform()
+    else:
+        kernel = nn.initializers.normal(std) if std else nn.initializers.lecun_normal()
+    bias = nn.initializers.zeros
+    if init == "torch":
+        bound = 1 / math.sqrt(h.shape[-1])
+        bias = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+    return nn.Dense(width, use_bias=use_bias, kernel_init=kernel, bias_init=bias, name=name)(h)
+
+
+def _leaky_mlp(h: jax.Array, hidden: Sequence[int], init: str = "default") -> jax.Array:
+    """Dense + LeakyReLU(0.2) per width, named Dense_0, Dense_1, ..."""
+    for i, width in enumerate(hidden):
+        h = leaky_relu(dense(h, width, f"Dense_{i}", init))
     return h
 
 
@@ -40,11 +63,12 @@ class AAEEncoder(nn.Module):
 
     latent_dim: int = 10
     hidden: Sequence[int] = (512, 512)
+    init_kind: str = "default"
 
     @nn.compact
     def __call__(self, x):
-        h = _leaky_mlp(_flat(x), self.hidden)
-        return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="log_var")(h)
+        h = _leaky_mlp(_flat(x), self.hidden, self.init_kind)
+        return dense(h, self.latent_dim, "mu", self.init_kind), dense(h, self.latent_dim, "log_var", self.init_kind)
 
 
 class CategoricalEncoder(nn.Module):
@@ -56,33 +80,37 @@ class CategoricalEncoder(nn.Module):
     num_categories: int = 10
     style_dim: int = 10
     hidden: Sequence[int] = (1000, 1000)
+    init_kind: str = "default"
 
     @nn.compact
     def __call__(self, x):
-        h = _leaky_mlp(_flat(x), self.hidden)
-        return nn.Dense(self.num_categories, name="category")(h), nn.Dense(self.style_dim, name="style")(h)
+        h = _leaky_mlp(_flat(x), self.hidden, self.init_kind)
+        return dense(h, self.num_categories, "category", self.init_kind), dense(h, self.style_dim, "style", self.init_kind)
 
 
 class AAEDecoder(nn.Module):
     """z [B, latent_dim] -> x [B, 28, 28, 1] in [-1, 1] (tanh)."""
 
     hidden: Sequence[int] = (512, 512)
+    init_kind: str = "default"
 
     @nn.compact
     def __call__(self, z):
-        h = _leaky_mlp(z, self.hidden)
-        return jnp.tanh(nn.Dense(IMAGE_DIM)(h)).reshape((z.shape[0], *IMAGE_SHAPE))
+        h = _leaky_mlp(z, self.hidden, self.init_kind)
+        x = dense(h, IMAGE_DIM, f"Dense_{len(self.hidden)}", self.init_kind)
+        return jnp.tanh(x).reshape((z.shape[0], *IMAGE_SHAPE))
 
 
 class LatentDiscriminator(nn.Module):
     """z [B, latent_dim] -> logit [B] (prior sample = real)."""
 
     hidden: Sequence[int] = (512, 256)
+    init_kind: str = "default"
 
     @nn.compact
     def __call__(self, z):
-        h = _leaky_mlp(z, self.hidden)
-        return nn.Dense(1)(h)[:, 0]
+        h = _leaky_mlp(z, self.hidden, self.init_kind)
+        return dense(h, 1, f"Dense_{len(self.hidden)}", self.init_kind)[:, 0]
 
 
 # ----------------------------------------------------------------------------- BiGAN
@@ -99,14 +127,11 @@ def _bn(train: bool, affine: bool, flavour: str, momentum: float, name: str):
                         use_bias=affine, use_scale=affine, use_fast_variance=fast_variance, name=name)
 
 
-def _kernel_init(std: float | None) -> Callable:
-    return nn.initializers.normal(std) if std else nn.initializers.lecun_normal()
-
-
 class BiGANGenerator(nn.Module):
-    """G: z [B, latent_dim] -> x [B, 28, 28, 1] in [0, 1]. (Dense-BN-ReLU) per hidden layer, Dense,
-    sigmoid. `z_skip`: every hidden layer after the first also gets a linear map of z added before
-    its BatchNorm (the official code's conditioning of its generator on z)."""
+    """G: z [B, latent_dim] -> x [B, 28, 28, 1] in [0, 1]. (Dense-BN-ReLU) per hidden layer (no BN
+    on the first without `bn_first`, as in the PyTorch seed program), Dense, sigmoid. `z_skip`:
+    every hidden layer after the first also gets a linear map of z added before its BatchNorm
+    (the official code's conditioning of its generator on z)."""
 
     hidden: Sequence[int] = (1024, 1024)
     hidden_bias: bool = True
@@ -115,18 +140,21 @@ class BiGANGenerator(nn.Module):
     bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
+    init_kind: str = "default"
     z_skip: bool = False
+    bn_first: bool = True
 
     @nn.compact
     def __call__(self, z, train: bool):
-        init = _kernel_init(self.init_std)
         h = z
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
+            h = dense(h, width, f"Dense_{i}", self.init_kind, self.init_std, self.hidden_bias)
             if i > 0 and self.z_skip:
-                h = h + nn.Dense(width, use_bias=False, kernel_init=init, name=f"z_skip_{i}")(z)
-            h = nn.relu(_bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h))
-        x = nn.Dense(IMAGE_DIM, use_bias=self.output_bias, kernel_init=init, name=f"Dense_{len(self.hidden)}")(h)
+                h = h + dense(z, width, f"z_skip_{i}", self.init_kind, self.init_std, use_bias=False)
+            if i > 0 or self.bn_first:
+                h = _bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h)
+            h = nn.relu(h)
+        x = dense(h, IMAGE_DIM, f"Dense_{len(self.hidden)}", self.init_kind, self.init_std, self.output_bias)
         return nn.sigmoid(x).reshape((z.shape[0], *IMAGE_SHAPE))
 
 
@@ -147,21 +175,20 @@ class BiGANEncoder(nn.Module):
     bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
+    init_kind: str = "default"
     out_low: float = 0.0
     out_high: float = 1.0
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init = _kernel_init(self.init_std)
         h = _flat(x)
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
+            h = dense(h, width, f"Dense_{i}", self.init_kind, self.init_std, self.hidden_bias)
             if i > 0:  # no BatchNorm on the input layer (as in the official code)
                 h = _bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h)
             h = leaky_relu(h)
         self.sow("intermediates", "features", h)
-        logits = nn.Dense(self.latent_dim, use_bias=self.output_bias, kernel_init=init,
-                          name=f"Dense_{len(self.hidden)}")(h)
+        logits = dense(h, self.latent_dim, f"Dense_{len(self.hidden)}", self.init_kind, self.init_std, self.output_bias)
         self.sow("intermediates", "logits", logits)
         return self.out_low + (self.out_high - self.out_low) * nn.sigmoid(logits)
 
@@ -182,19 +209,19 @@ class JointDiscriminator(nn.Module):
     bn_flavour: str = "flax"
     bn_momentum: float = 0.99
     init_std: float | None = None
+    init_kind: str = "default"
     z_input: str = "concat"
     zero_output: bool = False
 
     @nn.compact
     def __call__(self, x, z, train: bool):
-        init = _kernel_init(self.init_std)
         h = _flat(x) if self.z_input == "hidden" else jnp.concatenate([_flat(x), z], axis=-1)
         for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, use_bias=self.hidden_bias, kernel_init=init, name=f"Dense_{i}")(h)
+            h = dense(h, width, f"Dense_{i}", self.init_kind, self.init_std, self.hidden_bias)
             if i == 1 and self.z_input == "hidden":
-                h = h + nn.Dense(width, use_bias=False, kernel_init=init, name="z_in")(z)
+                h = h + dense(z, width, "z_in", self.init_kind, self.init_std, use_bias=False)
             if i > 0:
                 h = _bn(train, self.bn_affine, self.bn_flavour, self.bn_momentum, f"bn{i}")(h)
             h = leaky_relu(h)
-        out_init = nn.initializers.zeros if self.zero_output else init
-        return nn.Dense(1, use_bias=self.output_bias, kernel_init=out_init, name=f"Dense_{len(self.hidden)}")(h)[:, 0]
+        return dense(h, 1, f"Dense_{len(self.hidden)}", self.init_kind, self.init_std, self.output_bias,
+                     zero=self.zero_output)[:, 0]

@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedules: one Adam (and schedule) per network.
 
-Adam flavours (config.adam): "optax" (optax.scale_by_adam) and "dcgan" (the official BiGAN
-code's, scale_by_dcgan_adam). An L2 term weight_decay * w is added to the gradient before Adam
+Adam flavours (config.adam): "optax" (optax.scale_by_adam), "dcgan" (the official BiGAN code's,
+scale_by_dcgan_adam) and "keras" (Keras 2's, with the iteration counter one optimizer instance
+shares between the models it trains: scale_by_keras_adam). An L2 term weight_decay * w is added to the gradient before Adam
 when config.weight_decay > 0, as the official BiGAN code (and PyTorch's Adam) do -- not AdamW.
 """
 
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "exponential", "hold_then_exponential")
-ADAMS = ("optax", "dcgan")
+ADAMS = ("optax", "dcgan", "keras")
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -70,8 +71,10 @@ def scale_by_dcgan_adam(b1: float = 0.5, b2: float = 0.999, eps: float = 1e-8,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam(lr schedule, b1, b2) of config.adam, after the L2 term (see the module docstring).
+def make_optimizer(config, counts: tuple[int, int, int] = (1, 1, 1)) -> tuple[optax.GradientTransformation,
+                                                                                optax.Schedule]:
+    """Adam(lr schedule, b1, b2) of config.adam, after the L2 term (see the module docstring);
+    `counts`: the "keras" Adam's place on its shared iteration counter (scale_by_keras_adam).
 
     With config.skip_nonfinite, an update whose gradient holds a NaN/Inf is dropped (params and
     Adam moments unchanged), up to config.max_consecutive_nonfinite in a row.
@@ -82,6 +85,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
         parts.append(optax.add_decayed_weights(config.weight_decay))
     if config.adam == "dcgan":
         parts.append(scale_by_dcgan_adam(b1=config.b1, b2=config.b2))
+    elif config.adam == "keras":
+        parts.append(scale_by_keras_adam(b1=config.b1, b2=config.b2, counts=counts))
     else:
         parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2))
     parts.append(optax.scale_by_learning_rate(schedule))
@@ -91,7 +96,35 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
     return tx, schedule
 
 
-def make_optimizers(config, names) -> tuple[dict, dict]:
-    """One optimizer (and schedule) per network: {name: tx}, {name: schedule}."""
-    built = {n: make_optimizer(config) for n in names}
+def make_optimizers(config, names, counts: dict | None = None) -> tuple[dict, dict]:
+    """One optimizer (and schedule) per network: {name: tx}, {name: schedule}. `counts`: per
+    network, its place on the "keras" Adam's shared counter."""
+    built = {n: make_optimizer(config, (counts or {}).get(n, (1, 1, 1))) for n in names}
     return {n: tx for n, (tx, _) in built.items()}, {n: sched for n, (_, sched) in built.items()}
+
+
+def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7,
+                        counts: tuple[int, int, int] = (1, 1, 1)) -> optax.GradientTransformation:
+    """Adam as Keras 2 has it (keras/optimizers.py): eps is added to sqrt(v), and the bias
+    correction sits in the step size, lr * sqrt(1 - b2^t) / (1 - b1^t). One optimizer instance
+    shared by several models shares its `iterations` counter t, as the Keras-GAN AAE's is: with
+    counts = (period, first, per_period), this optimizer's n-th update (from 0) runs at
+    t = period * (n // per_period) + first + n % per_period (D's two updates and the
+    autoencoder's one in each iteration: D (3, 1, 2), autoencoder (3, 3, 1))."""
+    period, first, per_period = counts
+
+    def init_fn(params):
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros())
+
+    def update_fn(updates, state, params=None):
+        del params
+        n = state.count
+        t = (period * (n // per_period) + first + n % per_period).astype(jnp.float32)
+        mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+        step = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        out = jax.tree_util.tree_map(lambda m, v: step * m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=n + 1, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)

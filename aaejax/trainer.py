@@ -78,8 +78,13 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     subsets = {name: jnp.asarray(idx) for name, (idx, _) in streams.items()}
     step_fn, finite_fn = seeds.map(model.train_step, (0, 0)), seeds.map(state_is_finite)
 
+    independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, num_examples, batch_size,
+                                                                            data_order), (0, None))
+
     def batch_indices(perm, step):
         """(indices of this step's batch, the carried permutation(s))."""
+        if data_order in ("random_subsets", "with_replacement"):
+            return independent_fn(keys, step), perm
         if data_order == "stream":  # perm = (order of the position's epoch, of the next one, epoch)
             (cur, nxt, carried), (epoch, start) = perm, jnp.divmod(step * batch_size, num_examples)
             cur, nxt = jax.lax.cond(epoch == carried, lambda: (cur, nxt), lambda: (nxt, perm_fn(keys, epoch + 1)))
@@ -89,6 +94,8 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
         return index_fn(perm, pos), perm
 
     def first_perm(step):
+        if data_order in ("random_subsets", "with_replacement"):
+            return jnp.zeros((), jnp.int32)  # nothing carried
         if data_order == "stream":
             epoch = step * batch_size // num_examples
             return perm_fn(keys, epoch), perm_fn(keys, epoch + 1), epoch

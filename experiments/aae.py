@@ -1,7 +1,9 @@
 """Adversarial autoencoder on MNIST: `python -m experiments.aae [--workdir=DIR] [--steps=N]`.
 
 Variants (--config=experiments/aae.py:<variant>):
-- `seed` (default): the Keras reference (10-d N(0, I) prior).
+- `seed` (default): Keras-GAN's `aae/aae.py` as it runs (10-d N(0, I) prior, Glorot init, Keras's
+  Adam with its shared iteration counter, D's two `train_on_batch` calls, batches drawn with
+  replacement); README lists what stays different and why.
 - `paper`: the AAE paper's Parzen set-up: 8-d Gaussian prior with std 5, 1200 hidden units.
 - `mixture`, `swiss_roll`: 2-D priors (a mixture of 10 Gaussians, a swiss roll); `mixture_cond`,
   `swiss_roll_cond`: the same with the label-conditioned discriminator (paper, Figure 4).
@@ -28,6 +30,8 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.latent_dim = 10
     c.hidden = (512, 512)
     c.disc_hidden = (512, 256)
+    c.init = "default"  # default (Flax's LeCun normal) | glorot (Keras) | torch
+    c.d_update = "averaged"  # averaged | two_batches (Keras-GAN: an update on each batch in turn)
     # Prior p(z).
     c.prior = "gaussian"
     c.prior_scale = 1.0
@@ -58,7 +62,16 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
     c.consistency_weight = 0.0
     c.consistency_shift = 2
     c.augment_rotation = 0.0  # degrees: random rotation of the labelled images and the consistency view
-    if variant == "paper":
+    if variant == "seed":
+        # Keras-GAN's program: Dense layers Glorot-uniform with zero biases; Adam(0.0002, 0.5) of
+        # Keras 2 (eps 1e-7 added to sqrt(v)), one instance for D and the autoencoder, so one
+        # iteration counter; D.train_on_batch(prior codes), D.train_on_batch(encoded codes), then
+        # the autoencoder; imgs = X_train[np.random.randint(0, 60000, 32)].
+        c.init = "glorot"
+        c.adam = "keras"
+        c.d_update = "two_batches"
+        c.data_order = "with_replacement"
+    elif variant == "paper":
         c.latent_dim = 8
         c.prior_scale = 5.0
         c.hidden = (1200, 1200)

@@ -91,16 +91,25 @@ def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
 
     from experiments import torch_reference as tr
 
+    from experiments import torch_bigan
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.from_numpy(_dataset().reshape(N_TRAIN, 784)).to(device)
-    model = tr.TorchAAE(device, batch_size=batch_size) if model_name == "aae" else tr.TorchBiGAN(device, batch_size=batch_size)
+    if model_name == "aae":
+        model = tr.TorchAAE(device, batch_size=batch_size)
+        run = lambda n: tr.run_epoch_steps(model, data, n, batch_size, True)
+    else:  # the seed BiGAN program itself (the code tests/test_torch_reference.py checks)
+        nets, optimizers, schedulers = torch_bigan.build(device)
+        train_x = data.float() / 255.0
+        run = lambda n: [torch_bigan.program_step(nets, optimizers, schedulers, train_x, i, batch_size, device)
+                         for i in range(n)]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    tr.run_epoch_steps(model, data, 20, batch_size, model_name == "aae")  # warm-up
+    run(20)  # warm-up
     sync()
     steps, t = 0, time.perf_counter()
     block = 50
     while time.perf_counter() - t < seconds:
-        tr.run_epoch_steps(model, data, block, batch_size, model_name == "aae")
+        run(block)
         sync()
         steps += block
     dt = time.perf_counter() - t

@@ -4,8 +4,11 @@ Variants (--config=experiments/bigan.py:<variant>):
 - `official` (default): the official Theano code (github.com/jeffdonahue/bigan, `train_mnist.sh`,
   the permutation-invariant BiGAN, u-50) line by line: see README, "BiGAN as the official code
   has it", for every choice and the differences that remain.
-- `seed`: the plain version: z ~ U[0, 1)^50, biases and affine BatchNorm, default init, no weight
-  decay, exponential learning-rate decay over the run.
+- `seed`: the PyTorch program of Papers-in-100-Lines-of-Code (experiments/torch_bigan.py) as it
+  runs: z ~ U[0, 1)^50, biases everywhere, BatchNorm without scale/offset (none after G's first
+  layer), PyTorch's init, one minimax objective, simultaneous updates, Adam with L2 2.5e-5,
+  187 500 steps of independently drawn batches, the rate lowered every step of the second half
+  to 1 %; README lists what stays different and why.
 """
 
 import ml_collections
@@ -13,7 +16,7 @@ import ml_collections
 from aaejax import configs
 
 VARIANTS = ("official", "seed")
-STEPS_PER_EPOCH = 60000 // 128  # seed: epochs of the 60 000 images, the remainder dropped
+STEPS_PER_EPOCH = 60000 // 128  # seed: 468 batches of 128 make an "epoch" of the 60 000 images
 # official: 50 000 images read as a stream, ceil(50000 / 128) = 391 batches an epoch (train_gan.py)
 OFFICIAL_STEPS_PER_EPOCH = -(-50000 // 128)
 
@@ -31,6 +34,8 @@ def get_config(variant: str = "official") -> ml_collections.ConfigDict:
     c.bn_affine = True
     c.bn_flavour = "flax"  # flax | official | torch (epsilon and variance, see aaejax/models.py)
     c.init_std = 0.0  # 0 = Flax's default (LeCun normal); else N(0, init_std)
+    c.init = "default"  # default (by init_std) | torch (PyTorch's nn.Linear)
+    c.g_bn_first = True  # BatchNorm after G's first hidden layer too
     c.prior = "uniform"
     c.prior_low = 0.0
     c.prior_high = 1.0
@@ -73,7 +78,30 @@ def get_config(variant: str = "official") -> ml_collections.ConfigDict:
         c.sample_every = 25 * epoch  # --disp_interval 25
         c.checkpoint_every = 5 * epoch
         c.keep_steps = tuple(e * epoch for e in (1, 25, 100, 200, 300, 400))  # the log's rows, and more
-    elif variant != "seed":
+    elif variant == "seed":
+        # adversarial_feature_learning.py: G Linear-ReLU, Linear-BN-ReLU, Linear-Sigmoid; E and D
+        # Linear-LReLU, Linear-BN-LReLU, Linear(-Sigmoid); BatchNorm1d(affine=False); nn.Linear's
+        # init; BCE(D(G(z), z), 1) + BCE(D(x, E(x)), 0), minimised by D and maximised by G and E
+        # (maximize=True) after one backward pass; Adam(2e-4, (0.5, 0.999), weight_decay 2.5e-5);
+        # ExponentialLR(0.9999508793911394) stepped after every iteration past nb_epochs / 2.
+        steps, gamma = 187500, 0.9999508793911394
+        begin = 93751  # the first scheduler.step() follows iteration 93 751 (`epoch > nb_epochs / 2`)
+        c.hidden_bias = c.output_bias = True
+        c.bn_affine = False
+        c.bn_flavour = "torch"
+        c.init = "torch"
+        c.g_bn_first = False
+        c.ge_loss = "minimax"
+        c.loss_scale = 1.0
+        c.update_order = "simultaneous"
+        c.weight_decay = 2.5e-5
+        c.lr_schedule = "hold_then_exponential"  # lr * gamma ** (step - begin) from `begin` on:
+        c.lr_decay_start = begin / steps
+        c.lr_final_fraction = gamma ** (steps - begin)
+        c.num_steps = steps
+        c.data_order = "random_subsets"  # randperm(60000)[:128] every iteration
+        c.keep_steps = (100 * STEPS_PER_EPOCH,)  # 100 epochs' worth, kept for evaluation
+    else:
         raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return c
 

@@ -1,8 +1,8 @@
-"""Plain PyTorch eager versions of both models' training steps, for `make bench` only.
+"""A plain PyTorch eager version of the AAE's training step, for `make bench` only (the BiGAN's
+PyTorch side is the seed program itself, experiments/torch_bigan.py).
 
-Same architectures, losses, optimisers and on-device batching as aaejax's seed configs, written
-the way an eager PyTorch user would: one optimizer per network, D called on real and fake
-batches separately, autograd through every forward pass.
+Same architecture, losses, optimisers and on-device batching as aaejax's AAE, written the way an
+eager PyTorch user would: one optimizer per network, autograd through every forward pass.
 """
 
 from __future__ import annotations
@@ -51,41 +51,6 @@ class TorchAAE:
         self.opt_e.step()
         self.opt_dec.step()
         return d_loss, loss
-
-
-class TorchBiGAN:
-    def __init__(self, device, latent_dim=50, batch_size=128):
-        self.device, self.bs, self.latent = device, batch_size, latent_dim
-        self.G = nn.Sequential(nn.Linear(latent_dim, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
-                               nn.Linear(1024, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
-                               nn.Linear(1024, 784), nn.Sigmoid()).to(device)
-        self.E = nn.Sequential(nn.Linear(784, 1024), _lrelu(), nn.Linear(1024, 1024), nn.BatchNorm1d(1024),
-                               _lrelu(), nn.Linear(1024, latent_dim), nn.Sigmoid()).to(device)
-        self.D = nn.Sequential(nn.Linear(784 + latent_dim, 1024), _lrelu(), nn.Linear(1024, 1024),
-                               nn.BatchNorm1d(1024), _lrelu(), nn.Linear(1024, 1)).to(device)
-        adam = lambda ps: torch.optim.Adam(ps, lr=2e-4, betas=(0.5, 0.999))
-        self.opt_g, self.opt_e, self.opt_d = adam(self.G.parameters()), adam(self.E.parameters()), adam(self.D.parameters())
-        self.ge_params = [*self.G.parameters(), *self.E.parameters()]
-
-    def step(self, x):
-        """x: float [B, 784] in [0, 1] on the device."""
-        z = torch.rand(len(x), self.latent, device=x.device)
-        x_fake, z_real = self.G(z), self.E(x)
-        ones, zeros = torch.ones(len(x), 1, device=x.device), torch.zeros(len(x), 1, device=x.device)
-        d_real = self.D(torch.cat([x, z_real.detach()], 1))
-        d_fake = self.D(torch.cat([x_fake.detach(), z], 1))
-        d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
-        ge_loss = (F.binary_cross_entropy_with_logits(self.D(torch.cat([x, z_real], 1)), zeros)
-                   + F.binary_cross_entropy_with_logits(self.D(torch.cat([x_fake, z], 1)), ones))
-        grads = torch.autograd.grad(ge_loss, self.ge_params)
-        for p, g in zip(self.ge_params, grads):
-            p.grad = g
-        self.opt_g.step()
-        self.opt_e.step()
-        return d_loss, ge_loss
 
 
 def run_epoch_steps(model, data: torch.Tensor, steps: int, batch_size: int, scale_to_symmetric: bool):

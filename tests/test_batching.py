@@ -50,3 +50,18 @@ def test_labelled_stream_draws_from_the_subset_only():
     subset = jnp.asarray([3, 7, 11])
     idx = np.asarray(batching.subset_batch_indices(jax.random.PRNGKey(0), subset, 64))
     assert set(idx.tolist()) == {3, 7, 11}
+
+
+def test_independent_orders_draw_each_batch_from_key_and_step():
+    key = jax.random.PRNGKey(1)
+    draw = jax.jit(batching.independent_indices, static_argnums=(2, 3, 4))
+    a = np.asarray(draw(key, 3, 100, 64, "random_subsets"))
+    assert len(set(a.tolist())) == 64 and a.min() >= 0 and a.max() < 100  # randperm(100)[:64]
+    np.testing.assert_array_equal(a, draw(key, 3, 100, 64, "random_subsets"))
+    assert not np.array_equal(a, draw(key, 4, 100, 64, "random_subsets"))
+    b = np.asarray(draw(key, 3, 10, 64, "with_replacement"))
+    assert b.min() >= 0 and b.max() < 10 and len(set(b.tolist())) <= 10  # np.random.randint(0, 10, 64)
+    # Over many draws every example is equally likely to be in a random subset.
+    counts = np.bincount(np.concatenate([np.asarray(draw(key, s, 20, 5, "random_subsets")) for s in range(400)]),
+                         minlength=20)
+    assert counts.min() > 60 and counts.max() < 140  # 100 expected each

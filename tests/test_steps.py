@@ -21,25 +21,27 @@ def _apply(model, net, grads, name=None):
 def naive_aae_step(model, state, batch):
     cfg, nets = model.config, dict(state.nets)
     x = images.signed(batch["image"])
-    k_eps, k_prior = jax.random.split(state.step_key())
-    z_real = model.prior.sample(k_prior, (x.shape[0], model.latent_dim))
+    draws = model.draws(state, batch)
 
-    def codes(enc_params):
+    def codes(enc_params, eps):
         mu, log_var = model.encoder.apply({"params": enc_params}, x)
-        return mu + jnp.exp(0.5 * log_var) * jax.random.normal(k_eps, mu.shape)
+        return mu + jnp.exp(0.5 * log_var) * eps
 
-    def d_loss(p):
-        fake = jax.lax.stop_gradient(codes(nets["encoder"].params))
-        return losses.latent_discriminator_loss(model.discriminator.apply({"params": p}, z_real),
-                                                model.discriminator.apply({"params": p}, fake))
-
-    nets["discriminator"] = _apply(model, nets["discriminator"], jax.grad(d_loss)(nets["discriminator"].params),
-                                   "discriminator")
+    d = lambda p, z: model.discriminator.apply({"params": p}, z)
+    fake = jax.lax.stop_gradient(codes(nets["encoder"].params, draws["eps_d"]))
+    if cfg.d_update == "two_batches":  # an update on the prior codes, then one on the encoded ones
+        for z, label in ((draws["z_real"], 1.0), (fake, 0.0)):
+            grads = jax.grad(lambda p: losses.bce_logits(d(p, z), label))(nets["discriminator"].params)
+            nets["discriminator"] = _apply(model, nets["discriminator"], grads, "discriminator")
+    else:
+        grads = jax.grad(lambda p: losses.latent_discriminator_loss(d(p, draws["z_real"]), d(p, fake)))(
+            nets["discriminator"].params)
+        nets["discriminator"] = _apply(model, nets["discriminator"], grads, "discriminator")
 
     def ae_loss(enc_params, dec_params):
-        z = codes(enc_params)
+        z = codes(enc_params, draws["eps"])
         rec = losses.mse(model.decoder.apply({"params": dec_params}, z), x)
-        adv = losses.fooling_loss(model.discriminator.apply({"params": nets["discriminator"].params}, z))
+        adv = losses.fooling_loss(d(nets["discriminator"].params, z))
         return cfg.recon_weight * rec + cfg.adv_weight * adv
 
     g_enc, g_dec = jax.grad(ae_loss, argnums=(0, 1))(nets["encoder"].params, nets["decoder"].params)
@@ -138,11 +140,13 @@ def naive_bigan_step(model, state, batch):
 
 
 CASES = {
-    "aae_seed": (lambda: tiny_aae_config(), naive_aae_step, 0),
+    "aae_seed_two_batches": (lambda: tiny_aae_config(), naive_aae_step, 0),
+    "aae_paper_averaged": (lambda: tiny_variant("paper", hidden=(64, 64), disc_hidden=(32, 32)), naive_aae_step, 0),
     "semi_supervised_joint": (lambda: tiny_variant("semi_supervised"), naive_categorical_step, 8),
     "clustering_sequential": (lambda: tiny_variant("clustering"), naive_categorical_step, 0),
     "bigan_official_simultaneous": (lambda: tiny_bigan_config(zero_output=False), naive_bigan_step, 0),
-    "bigan_seed_d_first": (lambda: tiny_bigan_config("seed"), naive_bigan_step, 0),
+    "bigan_seed_minimax": (lambda: tiny_bigan_config("seed"), naive_bigan_step, 0),
+    "bigan_d_first": (lambda: tiny_bigan_config(update_order="d_first", zero_output=False), naive_bigan_step, 0),
 }
 
 
