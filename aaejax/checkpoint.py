@@ -12,6 +12,7 @@ deleting them, so it can save those step numbers again and nothing on disk is lo
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -40,13 +41,17 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         common = dict(create=not read_only, read_only=read_only, enable_async_checkpointing=False,
                       cleanup_tmp_directories=not read_only)
+        if read_only:  # what orbax would otherwise warn it sets itself
+            common.update(save_interval_steps=0)
+            max_to_keep, keep_steps = None, ()
         if keep_steps:
             policies = ocp.checkpoint_managers
             options = ocp.CheckpointManagerOptions(**common, preservation_policy=policies.AnyPreservationPolicy(
                 [policies.LatestN(max_to_keep), policies.CustomSteps([int(s) for s in keep_steps])]))
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **common)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        with _without_read_only_warning():
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -64,6 +69,10 @@ class Checkpointer:
                     self._manager.wait_until_finished()
                 except Exception:  # noqa: BLE001 - the same failure, already being reported
                     pass
+                # Orbax's failed write futures are logged by asyncio when collected: collect them
+                # now, while stderr is captured, and drop any that are collected later.
+                gc.collect()
+                logging.getLogger("asyncio").addFilter(_unretrieved_future)
                 noise.drop()
                 raise WriteError(_reason(e), self.directory / str(step)) from e
 
@@ -144,6 +153,27 @@ def _reason(error: Exception) -> str:
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
     return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class _ReadOnlyNotice(logging.Filter):
+    def filter(self, record) -> bool:
+        return "is read only" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_read_only_warning():
+    """Orbax warns that a read-only manager's directory "is read only": that is the point."""
+    flt, logger = _ReadOnlyNotice(), logging.getLogger("absl")
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+
+
+def _unretrieved_future(record: logging.LogRecord) -> bool:
+    """asyncio's report of a failed future nobody awaited: after a failed save, the save's own."""
+    return "exception was never retrieved" not in record.getMessage()
 
 
 class _Noise:
