@@ -4,7 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MODEL  ?= aae
 ARGS   ?=
-STAMP  := $(VENV)/.installed
+# JAX's build: cuda12 when the machine has an NVIDIA GPU (`nvidia-smi -L` works), else cpu;
+# `make install ACCEL=cpu|cuda12` chooses.
+ACCEL  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda12 || echo cpu)
+EXTRA  := $(if $(filter cuda12,$(ACCEL)),[cuda12],)
+STAMP  := $(VENV)/.installed-$(ACCEL)
 TEST_STAMP := $(VENV)/.installed-test
 # The reference programs' PyTorch (tests, bench): the CPU build that lies on this project's machines.
 TORCH  ?= torch==2.13.0
@@ -14,9 +18,11 @@ TORCH  ?= torch==2.13.0
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@case "$(ACCEL)" in cpu|cuda12) ;; \
+	  *) echo "error: unknown ACCEL='$(ACCEL)'; choose ACCEL=cpu or ACCEL=cuda12" >&2; exit 2;; esac
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.$(EXTRA)'
 	touch $(STAMP)
 
 # PyTorch first, so the test extra's torch>=2.5 is already met (no CUDA build pulled in).

@@ -15,6 +15,7 @@ def base(model: str) -> ml_collections.ConfigDict:
     c.variant = ""
     c.dataset = "mnist"
     c.data_dir = ""  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data_mirror = ""  # base URL of the IDX .gz files; "" = $AAEJAX_DATA_MIRROR, else TFDS's registered URLs
     c.seed = 0
     c.num_steps = 10000
     c.batch_size = 32

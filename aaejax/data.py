@@ -1,17 +1,17 @@
-"""MNIST / Fashion-MNIST through TFDS, with an offline route from the original IDX files.
+"""MNIST / Fashion-MNIST: where the data comes from, and reading it (no TensorFlow needed).
 
 Route, first that works wins (see README, "Data"):
 
 1. A prepared TFDS data dir (`data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`),
-   read with `tfds.data_source` (array_record): no TensorFlow needed at run time.
-2. TFDS download-and-prepare, only when the network answers *and* TensorFlow is importable
-   (preparation needs it; `pip install -e .[prepare]`). The network is probed with a 3 s socket
-   connect first, because TFDS itself retries for minutes when offline.
-3. The four original IDX `.gz` files from `$AAEJAX_IDX_DIR/<name>/` (or, when that variable is
+   read with `tfds.data_source` (array_record).
+2. The four original IDX `.gz` files in `$AAEJAX_IDX_DIR/<name>/` (or, when that variable is
    unset, a sibling `../shared/datasets/<name>/`). These are the very files TFDS's own `mnist`
-   builder parses; their `.gz` wrappers differ from TFDS's registered checksums, so we parse
+   builder parses; their `.gz` wrappers may differ from TFDS's registered checksums, so we parse
    them directly and verify the SHA-256 of the *uncompressed* bytes instead.
-4. Otherwise a `DataError` naming `AAEJAX_IDX_DIR`, within seconds.
+3. The same four files downloaded (aaejax/download.py) from the URLs TFDS registers for its
+   builders, or from a mirror (`$AAEJAX_DATA_MIRROR` / config.data_mirror), into
+   ~/.cache/aaejax/downloads/<name>/, then read as in 2. Skipped when $AAEJAX_OFFLINE is set.
+4. Otherwise a `DataError` naming what was tried, within seconds.
 
 Whatever the route: uint8 images `[60000, 28, 28, 1]` / `[10000, 28, 28, 1]`, int32 labels.
 """
@@ -24,7 +24,6 @@ import gzip
 import logging
 import hashlib
 import os
-import socket
 import struct
 from pathlib import Path
 
@@ -38,7 +37,7 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 # SHA-256 of the uncompressed original files (the .gz wrappers may be recompressed).
-_SHA256 = {
+IDX_SHA256 = {
     "mnist": {
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -130,7 +129,7 @@ def load_idx(name: str, folder: str | os.PathLike, verify: bool = True, sizes: d
     folder = Path(folder)
     arrays = {}
     for split, (img_stem, lbl_stem) in _FILES.items():
-        sums = _SHA256.get(name, {}) if verify else {}
+        sums = IDX_SHA256.get(name, {}) if verify else {}
         images = read_idx(_idx_file(folder, img_stem), sums.get(img_stem))
         labels = read_idx(_idx_file(folder, lbl_stem), sums.get(lbl_stem))
         if images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -203,31 +202,6 @@ def _without_tfds_metadata_warning():
         logger.removeFilter(flt)
 
 
-def network_available(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
-    """A 3 s probe, because TFDS itself retries for minutes when offline."""
-    if os.environ.get("AAEJAX_OFFLINE"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def prepare_tfds(name: str, data_dir: str | None = None) -> None:
-    """Downloads and prepares `name` as array_record (needs network and TensorFlow)."""
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=_tfds_data_dir(data_dir), file_format="array_record")
-    builder.download_and_prepare()
-
-
-def _tf_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorflow") is not None
-
-
 def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarray]:
     """(train indices [n - n // 6], held-out indices [n // 6]) of the official BiGAN code's split
     of MNIST-train (50 000 / 10 000): `load.mnist_with_valid_set` shuffles the 60 000 with
@@ -239,8 +213,10 @@ def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarra
     return order[:n - holdout], order[n - holdout:]
 
 
-def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
+def load(name: str = "mnist", data_dir: str | None = None, mirror: str | None = None) -> Dataset:
     """Loads `name` ('mnist' or 'fashion_mnist') by the route in the module docstring."""
+    from aaejax import download
+
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     tfds_dir = _tfds_data_dir(data_dir)
@@ -251,22 +227,20 @@ def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
         raise
     except Exception as e:  # noqa: BLE001 - not prepared (or unreadable): try the next route
         tried.append(f"no prepared TFDS array_record dataset in {tfds_dir} ({type(e).__name__})")
-
-    if _tf_importable() and network_available():
-        try:
-            prepare_tfds(name, tfds_dir)
-            return _read_tfds(name, tfds_dir)
-        except Exception as e:  # noqa: BLE001 - fall through to the offline files
-            tried.append(f"TFDS download failed: {e}")
-    else:
-        tried.append("TFDS download skipped (needs network and TensorFlow)")
-
     for folder in idx_candidates(name):
         if folder.is_dir():
             return load_idx(name, folder)  # broken files raise DataError: no silent fallback
         tried.append(f"no IDX files in {folder}")
+    if os.environ.get("AAEJAX_OFFLINE"):
+        tried.append("download skipped ($AAEJAX_OFFLINE is set)")
+    else:
+        try:
+            folder = download.fetch(name, mirror=mirror)
+            return dataclasses.replace(load_idx(name, folder), source=f"download:{folder}")
+        except download.DownloadError as e:
+            tried.append(f"download failed: {e}")
     raise DataError(
         f"cannot find the {name} data. Set {IDX_ENV} to a folder holding {name}/ with the four "
-        f"original IDX .gz files (train-images-idx3-ubyte.gz, ...), or prepare a TFDS data dir. "
-        f"Tried: " + "; ".join(tried)
+        f"original IDX .gz files (train-images-idx3-ubyte.gz, ...), point ${download.MIRROR_ENV} at a mirror "
+        f"of them, or prepare a TFDS data dir. Tried: " + "; ".join(tried)
     )

@@ -45,6 +45,25 @@ def initialize_distributed() -> bool:
     return False
 
 
+def describe_devices() -> str:
+    """One line: how many devices of which kind JAX trains on; a warning when the machine has an
+    NVIDIA GPU JAX does not use (the CPU build of jaxlib installed: `make install ACCEL=cuda12`)."""
+    import shutil
+    import subprocess
+
+    devices = jax.devices()
+    line = f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
+    if jax.default_backend() != "gpu" and shutil.which("nvidia-smi"):
+        try:
+            gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            gpu = False
+        if gpu:
+            log.warning("this machine has an NVIDIA GPU but JAX sees none: install the CUDA build "
+                        "(`make install ACCEL=cuda12`, or pip install -e '.[cuda12]')")
+    return line
+
+
 def sync(name: str) -> None:
     """A barrier across processes (a no-op in a single-process run)."""
     if jax.process_count() > 1:

@@ -143,7 +143,7 @@ def _open_workdir(config, workdir: Path, dataset, overwrite: bool, primary: bool
     if diff and not overwrite:
         raise ConfigError(f"{workdir} holds a run with a different config ({diff}); use a fresh "
                           f"--workdir, or --overwrite to delete that run and start over")
-    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)
+    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None, config.data_mirror or None)
     if diff and primary:
         log.warning("--overwrite: deleting the run in %s (%s)", workdir, diff)
         rundir.delete_run(workdir)
@@ -309,6 +309,9 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
     rundir.ensure_writable(workdir, jax.process_index())
     with rundir.WorkdirLock(workdir, enabled=primary):
         dataset = _open_workdir(config, workdir, dataset, overwrite, primary)
+        log.info("data: %s from %s (%d training, %d test images)", dataset.name, dataset.source,
+                 len(dataset.train_images), len(dataset.test_images))
+        log.info("devices: %s", parallel.describe_devices())
         with Run(config, workdir, model, dataset) as run:
             return _loop(run, config)
 
@@ -322,6 +325,9 @@ def _loop(run: Run, config):
         if step >= config.num_steps:
             log.warning("already at step %d of %d: nothing to train (a larger --steps trains on)", step,
                         config.num_steps)
+        else:
+            log.info("training %s (%s) for %d steps%s; the ETA follows the first chunk", config.model,
+                     config.get("variant") or "custom", config.num_steps, f", from step {step}" if step else "")
         chunk_fn, progress = run.chunk_fn(), Progress(config.num_steps, enabled=run.primary)
         with StopOnSignal() as stop:
             try:
@@ -334,7 +340,11 @@ def _loop(run: Run, config):
                         pending = None
                         raise NonFiniteError(error)
                     dt = time.perf_counter() - t0
-                    compile_s = dt if compile_s is None else compile_s
+                    if compile_s is None:
+                        compile_s = dt
+                        left = config.num_steps - step - length
+                        log.info("first chunk %.1f s incl. compilation; %d steps to go, about %s at this speed",
+                                 dt, left, time.strftime("%H:%M:%S", time.gmtime(left * dt / length)))
                     prev, (state, pending), step = step, (pending[0], None), step + length
                     progress.update(step, length / dt, run.log(step, metrics, dt))
                     last = step == config.num_steps

@@ -38,7 +38,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     workdir = Path(workdir)
     config = rundir.read_config(workdir)
     num_seeds = int(config.num_seeds)
-    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None)  # once for all seeds
+    dataset = dataset or data_lib.load(config.dataset, config.data_dir or None, config.data_mirror or None)
     # The baselines (random encoder, pixels) do not depend on the trained model: model 0 only.
     reports = [_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
                              classifier_cache, dataset, step) for i in range(num_seeds)]
@@ -90,7 +90,12 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     if use_classifier:
         from aaejax import classifier
 
+        cache = classifier.cache_dir(classifier_cache)
+        if not (cache / f"{m.config.dataset}.msgpack").exists():
+            print(f"evaluate: training the sample judge (a LeNet on {m.config.dataset}; about a minute on 2 CPU "
+                  f"cores, once: it is cached in {cache})", file=sys.stderr, flush=True)
         clf = classifier.load_or_train(m.config.dataset, classifier_cache, dataset=ds)
+        out["classifier_test_acc"] = classifier.accuracy(clf, ds.test_images, ds.test_labels)
         probs = classifier.probs(clf, samples)
         out["classifier_score"] = ev.classifier_score(probs)
         out["class_fractions"] = ev.class_fractions(probs)

@@ -1,24 +1,30 @@
 """Shared fixtures and helpers: tiny configs, a small learnable dataset, the real CLI on mock data."""
 
 import os
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["AAEJAX_OFFLINE"] = "1"  # never probe the network from tests
+# One persistent compilation cache for every test process and CLI subprocess: the tiny configs
+# compile the same programs in many tests, and a cache hit takes milliseconds.
+os.environ.setdefault("AAEJAX_JAX_CACHE", str(REPO / ".pytest_cache" / "jax"))
 
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from aaejax import cli as cli_lib  # noqa: E402
 from aaejax import data as data_lib  # noqa: E402
 from experiments import aae as aae_exp  # noqa: E402
 from experiments import bigan as bigan_exp  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+cli_lib.enable_compilation_cache()
 
 
 def tiny_aae_config(**overrides):
@@ -102,9 +108,15 @@ def cli_code(module: str, args, num_examples: int = 96) -> str:
     """)
 
 
+def assert_documented(out: dict) -> None:
+    """docs/eval.md defines every key `evaluate` wrote."""
+    documented = set(re.findall(r"^\| `([\w.]+)`", (REPO / "docs" / "eval.md").read_text(), re.M))
+    keys = (set(out) - {"seconds"}) | {f"seconds.{k}" for k in out["seconds"]}
+    assert keys <= documented, sorted(keys - documented)
+
+
 def cli_env(tmp_path, **extra) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1",
-                AAEJAX_JAX_CACHE=str(tmp_path / "jaxcache"), **extra)
+    return dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", **extra)
 
 
 def run_cli(module: str, args, tmp_path, num_examples: int = 96, timeout: int = 300):

@@ -16,7 +16,7 @@ from aaejax import data as data_lib
 from aaejax import evaluation as ev
 from aaejax import priors, registry, trainer
 from aaejax.configs import ConfigError
-from conftest import tiny_variant
+from conftest import assert_documented, tiny_variant
 
 
 def test_mixture_prior_component_follows_the_label():
@@ -191,6 +191,7 @@ def test_evaluate_end_to_end(tmp_path, bars, variant):
     out = evaluate(tmp_path, num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == json.loads(json.dumps(out))
+    assert_documented(out)  # with the categorical models' keys
     assert np.isfinite(saved["recon_mse"]) and np.isfinite(saved["knn1_acc"])
     if variant in ("semi_supervised", "clustering"):
         assert 0 <= saved["cluster_error_majority"] <= 1 and 0 <= saved["cluster_error_hungarian"] <= 1

@@ -57,7 +57,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     import json
 
     from aaejax import trainer
-    from conftest import tiny_aae_config, tiny_bigan_config
+    from conftest import assert_documented, tiny_aae_config, tiny_bigan_config
     from experiments.evaluate import evaluate
 
     config = tiny_aae_config() if model == "aae" else tiny_bigan_config()
@@ -65,6 +65,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     out = evaluate(tmp_path, num_samples=200, classifier_cache=tmp_path / "clf", dataset=bars)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == json.loads(json.dumps(out))
+    assert_documented(out)  # with the classifier's keys and, for the BiGAN, the official ones
     for key in ("recon_mse", "classifier_score", "fd_lenet", "knn1_acc", "knn1_acc_pixels",
                 "knn1_acc_random_encoder", "linear_probe_acc", "mean_top_prob", "parzen_ll", "parzen_ll_se"):
         assert np.isfinite(saved[key]), key

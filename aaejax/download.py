@@ -1,0 +1,158 @@
+"""Fetches the four IDX `.gz` files of MNIST / Fashion-MNIST when no local copy exists.
+
+From where: the URLs the installed tensorflow_datasets registers for its own `mnist` /
+`fashion_mnist` builders (its url_checksums/<name>.txt, which also gives each `.gz` file's size
+and SHA-256), or a mirror: $AAEJAX_DATA_MIRROR (or config.data_mirror), a base URL under which
+the same file names live -- for users behind a proxy, and for tests.
+
+A file is accepted when its `.gz` bytes match TFDS's registered SHA-256, or its uncompressed
+bytes match the originals' (data.IDX_SHA256), so a mirror that recompressed the files is
+accepted and a wrong file never is. Each file is written to a temporary name in the cache folder
+and renamed only once accepted: an interrupted or corrupt download never leaves a file that a
+later run trusts. Network errors are retried with backoff within a total deadline, so an offline
+machine gets its error in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MIRROR_ENV = "AAEJAX_DATA_MIRROR"
+
+
+class DownloadError(RuntimeError):
+    """Could not fetch an acceptable file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    filename: str
+    gz_sha256: str | None  # TFDS's registered checksum of the .gz
+    raw_sha256: str | None  # the original uncompressed bytes'
+
+
+def cache_dir(name: str) -> Path:
+    """~/.cache/aaejax/downloads/<name> (or under $AAEJAX_CACHE_DIR)."""
+    root = os.environ.get("AAEJAX_CACHE_DIR") or os.path.expanduser("~/.cache/aaejax")
+    return Path(root) / "downloads" / name
+
+
+def registered_files(name: str, mirror: str | None = None) -> list[RemoteFile]:
+    """The four files of `name` as tensorflow_datasets registers them (URL, .gz SHA-256), with
+    the URL's folder replaced by `mirror` when given."""
+    import tensorflow_datasets
+    from tensorflow_datasets.core.download import checksums
+
+    from aaejax.data import IDX_SHA256
+
+    table = Path(tensorflow_datasets.__file__).parent / "url_checksums" / f"{name}.txt"
+    files = []
+    for url, info in sorted(checksums.load_url_infos(table).items()):
+        stem = info.filename.removesuffix(".gz")
+        if mirror:
+            url = mirror.rstrip("/") + "/" + info.filename
+        files.append(RemoteFile(url, info.filename, info.checksum, IDX_SHA256.get(name, {}).get(stem)))
+    return files
+
+
+def _accepted(data: bytes, f: RemoteFile) -> bool:
+    if f.gz_sha256 and hashlib.sha256(data).hexdigest() == f.gz_sha256:
+        return True
+    if f.raw_sha256:
+        try:
+            return hashlib.sha256(gzip.decompress(data)).hexdigest() == f.raw_sha256
+        except (OSError, EOFError):
+            return False
+    return False
+
+
+class _Progress:
+    def __init__(self, filename: str, total: int | None):
+        self.filename, self.total, self.t0, self.tty = filename, total, time.perf_counter(), sys.stderr.isatty()
+
+    def line(self, done: int) -> str:
+        dt = max(time.perf_counter() - self.t0, 1e-6)
+        size = f"{done / 2**20:.1f}" + (f"/{self.total / 2**20:.1f}" if self.total else "")
+        return f"downloading {self.filename}: {size} MB at {done / 2**20 / dt:.1f} MB/s"
+
+    def update(self, done: int) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + self.line(done) + "\x1b[K")
+            sys.stderr.flush()
+
+    def close(self, done: int) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        else:
+            print(self.line(done), file=sys.stderr, flush=True)
+
+
+def _get(url: str, filename: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        progress, chunks, done = _Progress(filename, total), [], 0
+        while True:
+            chunk = response.read(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            done += len(chunk)
+            progress.update(done)
+        progress.close(done)
+    if total is not None and done != total:
+        raise DownloadError(f"{url}: the connection closed after {done} of {total} bytes")
+    return b"".join(chunks)
+
+
+def fetch(name: str, folder: Path | None = None, mirror: str | None = None, files: list[RemoteFile] | None = None,
+          timeout: float = 3.0, retries: int = 2, deadline_s: float = 8.0) -> Path:
+    """Makes `folder` (default cache_dir(name)) hold the accepted four files; returns it.
+
+    Raises DownloadError (naming the URLs tried) when a file cannot be fetched within
+    `retries` retries (backoff 0.5 s, 1 s, ...) and `deadline_s` in all, or when what arrives
+    is not the file."""
+    folder = Path(folder or cache_dir(name))
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    files = files if files is not None else registered_files(name, mirror)
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + deadline_s
+    for f in files:
+        target = folder / f.filename
+        if target.exists():
+            continue  # only accepted files are ever renamed into place
+        part = folder / f".{f.filename}.part.{os.getpid()}"
+        errors = []
+        for attempt in range(retries + 1):
+            try:
+                data = _get(f.url, f.filename, min(timeout, max(deadline - time.monotonic(), 0.1)))
+                if not _accepted(data, f):
+                    raise DownloadError(f"{f.url}: the file's checksum matches neither the registered .gz "
+                                        f"nor the original contents; nothing was cached")
+                part.write_bytes(data)
+                os.replace(part, target)
+                break
+            except DownloadError as e:
+                part.unlink(missing_ok=True)
+                if "checksum" in str(e):
+                    raise
+                errors.append(str(e))
+            except (urllib.error.URLError, OSError, ValueError) as e:  # incl. timeouts, resets
+                part.unlink(missing_ok=True)
+                errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
+            if attempt == retries or time.monotonic() + 0.5 * 2**attempt > deadline:
+                tried = "; ".join(errors)
+                raise DownloadError(f"could not download {f.filename} ({tried})")
+            time.sleep(0.5 * 2**attempt)
+    return folder

@@ -1,0 +1,145 @@
+"""Downloading the IDX files without TensorFlow, against a real HTTP server on 127.0.0.1 serving
+small fixture files (their checksums supplied to fetch): success, a wrong file, a connection
+closed mid-file, a server that is down."""
+
+import gzip
+import hashlib
+import http.server
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from aaejax import data as data_lib
+from aaejax import download
+
+SMALL = {"train": 60, "test": 10}
+
+
+def _idx(array: np.ndarray) -> bytes:
+    import struct
+
+    return struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + \
+        array.astype(np.uint8).tobytes()
+
+
+def _fixture_files():
+    """{file name: (.gz bytes, uncompressed bytes)} of a tiny MNIST-shaped set."""
+    rng = np.random.default_rng(0)
+    raw = {"train-images-idx3-ubyte": _idx(rng.integers(0, 256, (60, 28, 28))),
+           "train-labels-idx1-ubyte": _idx(np.arange(60) % 10),
+           "t10k-images-idx3-ubyte": _idx(rng.integers(0, 256, (10, 28, 28))),
+           "t10k-labels-idx1-ubyte": _idx(np.arange(10) % 10)}
+    return {f"{stem}.gz": (gzip.compress(data, mtime=0), data) for stem, data in raw.items()}
+
+
+class _Server:
+    """A loopback HTTP server; `mode` per file name: "ok", "wrong" (other bytes) or "cut" (closes
+    after half the promised bytes)."""
+
+    def __init__(self, files):
+        self.files, self.mode, self.requests = files, {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                body = server.files[name][0]
+                mode = server.mode.get(name, "ok")
+                if mode == "wrong":
+                    body = gzip.compress(b"not the file" * 100, mtime=0)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:len(body) // 2] if mode == "cut" else body)
+                if mode == "cut":
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def remote_files(self, gz_checksums=True):
+        return [download.RemoteFile(f"{self.url}/{name}", name,
+                                    hashlib.sha256(gz).hexdigest() if gz_checksums else None,
+                                    hashlib.sha256(raw).hexdigest())
+                for name, (gz, raw) in self.files.items()]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server(_fixture_files())
+    yield s
+    s.close()
+
+
+def test_download_then_read_and_never_again(tmp_path, server):
+    folder = download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(server.files)
+    ds = data_lib.load_idx("mnist", folder, verify=False, sizes=SMALL)
+    assert ds.train_images.shape == (60, 28, 28, 1) and ds.test_labels.tolist() == list(range(10))
+    before = len(server.requests)
+    download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert len(server.requests) == before  # accepted files are never fetched again
+
+
+def test_a_recompressed_file_is_accepted_by_its_contents(tmp_path, server):
+    """A mirror that recompressed the files: the .gz checksum differs, the contents match."""
+    files = [download.RemoteFile(f.url, f.filename, "0" * 64, f.raw_sha256) for f in server.remote_files()]
+    download.fetch("mnist", tmp_path / "cache", files=files)
+    assert len(list((tmp_path / "cache").iterdir())) == 4
+
+
+def test_a_wrong_file_is_refused_and_nothing_is_cached(tmp_path, server):
+    server.mode["train-labels-idx1-ubyte.gz"] = "wrong"
+    with pytest.raises(download.DownloadError, match="checksum matches neither.*nothing was cached"):
+        download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert "train-labels-idx1-ubyte.gz" not in os.listdir(tmp_path / "cache")
+    assert not [p for p in os.listdir(tmp_path / "cache") if ".part" in p]
+
+
+def test_a_connection_cut_mid_file_caches_nothing_and_the_next_run_succeeds(tmp_path, server):
+    server.mode["train-images-idx3-ubyte.gz"] = "cut"
+    with pytest.raises(download.DownloadError, match="train-images-idx3-ubyte.gz"):
+        download.fetch("mnist", tmp_path / "cache", files=server.remote_files(), retries=1)
+    assert server.requests.count("train-images-idx3-ubyte.gz") == 2  # retried once
+    assert "train-images-idx3-ubyte.gz" not in os.listdir(tmp_path / "cache")
+    assert not [p for p in os.listdir(tmp_path / "cache") if ".part" in p]
+    server.mode.clear()
+    download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert len(os.listdir(tmp_path / "cache")) == 4
+
+
+def test_a_server_that_is_down_fails_fast_naming_the_url(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    files = [download.RemoteFile(f"http://127.0.0.1:{port}/x.gz", "x.gz", None, None)]
+    t0 = time.perf_counter()
+    with pytest.raises(download.DownloadError, match=rf"127.0.0.1:{port}/x.gz"):
+        download.fetch("mnist", tmp_path / "cache", files=files)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_mirror_replaces_the_registered_urls_and_keeps_their_checksums():
+    registered = download.registered_files("mnist")
+    mirrored = download.registered_files("mnist", mirror="http://mirror.example/mnist/")
+    assert [f.url for f in registered][0].startswith("https://storage.googleapis.com/cvdf-datasets/mnist/")
+    assert [f.url for f in mirrored] == [f"http://mirror.example/mnist/{f.filename}" for f in registered]
+    assert [f.gz_sha256 for f in mirrored] == [f.gz_sha256 for f in registered]
+    assert all(f.raw_sha256 == data_lib.IDX_SHA256["mnist"][f.filename[:-3]] for f in mirrored)

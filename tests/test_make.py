@@ -1,0 +1,39 @@
+"""The Makefile: which JAX build `make install` chooses (a stand-in nvidia-smi; `make -n` only
+prints the commands, so nothing is installed), and its refusals."""
+
+import os
+import subprocess
+
+from conftest import REPO
+
+
+def _make(*args, path_prefix=None):
+    env = dict(os.environ)
+    if path_prefix:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    return subprocess.run(["make", *args, "VENV=/nonexistent/venv"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _stand_in_nvidia_smi(folder, works: bool):
+    folder.mkdir(exist_ok=True)
+    tool = folder / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n" + ('echo "GPU 0: NVIDIA H200"\n' if works else "exit 9\n"))
+    tool.chmod(0o755)
+    return folder
+
+
+def test_make_install_chooses_cuda12_with_a_gpu_and_cpu_without(tmp_path):
+    with_gpu = _make("-n", "install", path_prefix=_stand_in_nvidia_smi(tmp_path / "gpu", True)).stdout
+    without = _make("-n", "install", path_prefix=_stand_in_nvidia_smi(tmp_path / "none", False)).stdout
+    assert "pip install -q -e '.[cuda12]'" in with_gpu
+    assert "pip install -q -e '.'" in without and "[cuda12]" not in without
+    forced = _make("-n", "install", "ACCEL=cpu", path_prefix=_stand_in_nvidia_smi(tmp_path / "gpu", True)).stdout
+    assert "pip install -q -e '.'" in forced and "[cuda12]" not in forced
+
+
+def test_make_refuses_an_unknown_accelerator_and_model():
+    proc = _make("install", "ACCEL=tpu")
+    assert proc.returncode != 0 and "unknown ACCEL='tpu'" in proc.stderr
+    proc = _make("-s", "train", "MODEL=vae")
+    assert proc.returncode != 0 and "unknown MODEL='vae'" in proc.stderr
