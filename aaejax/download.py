@@ -84,8 +84,9 @@ class _Progress:
 
     def line(self, done: int) -> str:
         dt = max(time.perf_counter() - self.t0, 1e-6)
-        size = f"{done / 2**20:.1f}" + (f"/{self.total / 2**20:.1f}" if self.total else "")
-        return f"downloading {self.filename}: {size} MB at {done / 2**20 / dt:.1f} MB/s"
+        unit, scale = ("MB", 2**20) if (self.total or done) >= 2**20 else ("kB", 2**10)  # labels: 5-29 kB
+        size = f"{done / scale:.1f}" + (f"/{self.total / scale:.1f}" if self.total else "")
+        return f"downloading {self.filename}: {size} {unit} at {done / 2**20 / dt:.1f} MB/s"
 
     def update(self, done: int) -> None:
         if self.tty:
@@ -152,7 +153,7 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
                 part.unlink(missing_ok=True)
                 errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
             if attempt == retries or time.monotonic() + 0.5 * 2**attempt > deadline:
-                tried = "; ".join(errors)
-                raise DownloadError(f"could not download {f.filename} ({tried})")
+                tried = "; ".join(dict.fromkeys(errors))  # the same failure each try: say it once
+                raise DownloadError(f"could not download {f.filename} ({tried}; {len(errors)} tries)")
             time.sleep(0.5 * 2**attempt)
     return folder

@@ -156,6 +156,11 @@ def test_workdir_with_another_config_is_refused(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
     with pytest.raises(ConfigError, match="latent_dim"):
         trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars)
+    # A long list is cut at six fields and says how many it left out.
+    many = dict(latent_dim=3, lr=1e-3, b1=0.9, recon_weight=0.5, adv_weight=0.5, prior_scale=2.0, seed=7,
+                batch_size=8)
+    found = rundir.config_diff(tmp_path, tiny_aae_config(num_steps=10, **many))
+    assert found.count(" -> ") == 6 and found.endswith(" and 2 more"), found
 
 
 def test_num_steps_may_change_on_resume_only_with_a_constant_learning_rate(tmp_path, bars):
