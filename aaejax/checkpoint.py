@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from aaejax import parallel
+from aaejax import console, parallel
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class Checkpointer:
                 [policies.LatestN(max_to_keep), policies.CustomSteps([int(s) for s in keep_steps])]))
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **common)
-        with _without_read_only_warning():
+        # Orbax warns that a read-only manager's directory "is read only": that is the point.
+        with console.without_log_messages("absl", "is read only"):
             self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def steps(self) -> list[int]:
@@ -153,22 +154,6 @@ def _reason(error: Exception) -> str:
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
     return text.splitlines()[0][:200] if text else type(error).__name__
-
-
-class _ReadOnlyNotice(logging.Filter):
-    def filter(self, record) -> bool:
-        return "is read only" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_read_only_warning():
-    """Orbax warns that a read-only manager's directory "is read only": that is the point."""
-    flt, logger = _ReadOnlyNotice(), logging.getLogger("absl")
-    logger.addFilter(flt)
-    try:
-        yield
-    finally:
-        logger.removeFilter(flt)
 
 
 def _unretrieved_future(record: logging.LogRecord) -> bool:

@@ -1,8 +1,10 @@
-"""What a run shows on the terminal and how it is stopped: the progress line, and SIGINT/SIGTERM
-turned into a stop at the next chunk boundary."""
+"""What a run shows on the terminal and how it is stopped: the progress line, SIGINT/SIGTERM
+turned into a stop at the next chunk boundary, and library warnings that say nothing actionable
+dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -61,3 +63,15 @@ class StopOnSignal:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         return False
+
+
+@contextlib.contextmanager
+def without_log_messages(logger: str, fragment: str):
+    """Inside the block, drops `logger`'s records whose message contains `fragment`."""
+    keep = lambda record: fragment not in record.getMessage()  # noqa: E731 - logging takes callables
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)

@@ -18,16 +18,16 @@ Whatever the route: uint8 images `[60000, 28, 28, 1]` / `[10000, 28, 28, 1]`, in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
-import logging
 import hashlib
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from aaejax import console
 
 IDX_ENV = "AAEJAX_IDX_DIR"
 DATASETS = ("mnist", "fashion_mnist")
@@ -171,7 +171,9 @@ def _read_tfds(name: str, data_dir: str | None) -> Dataset:
 
     arrays = {}
     for split in ("train", "test"):
-        with _without_tfds_metadata_warning():
+        # TFDS warns "Variant folder ... has no dataset_info.json" whenever it looks for a dataset
+        # that is not prepared there: on every run that does not use this route. Not actionable.
+        with console.without_log_messages("absl", "has no dataset_info.json"):
             source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         n = len(source)
         images = np.empty((n, 28, 28, 1), np.uint8)
@@ -183,23 +185,6 @@ def _read_tfds(name: str, data_dir: str | None) -> Dataset:
         _check(images, labels, None, f"tfds:{name}/{split}")
         arrays[split] = (images, labels)
     return Dataset(name, *arrays["train"], *arrays["test"], source=f"tfds:{data_dir}")
-
-
-class _DropMetadataWarning(logging.Filter):
-    def filter(self, record) -> bool:
-        return "has no dataset_info.json" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_tfds_metadata_warning():
-    """TFDS warns "Variant folder ... has no dataset_info.json" whenever it looks for a dataset
-    that is not prepared there -- on every run that does not use this route. Not actionable."""
-    flt, logger = _DropMetadataWarning(), logging.getLogger("absl")
-    logger.addFilter(flt)
-    try:
-        yield
-    finally:
-        logger.removeFilter(flt)
 
 
 def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarray]:

@@ -88,3 +88,18 @@ def test_readme_python_blocks_run_against_a_tiny_run(tmp_path):
                 exec(compile(block, "README.md", "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+def test_dropped_library_warnings_are_only_the_named_ones(caplog):
+    """console.without_log_messages drops the records with its fragment, inside the block only."""
+    import logging
+
+    from aaejax import console
+
+    logger = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        with console.without_log_messages("absl", "is read only"):
+            logger.warning("dir x is read only")
+            logger.warning("something else")
+        logger.warning("dir y is read only")
+    assert [r.getMessage() for r in caplog.records] == ["something else", "dir y is read only"]
