@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 flags.DEFINE_integer("kills", 20, "SIGKILLs to send.")
 flags.DEFINE_integer("steps", 2000, "Training steps of the AAE seed config.")
@@ -30,6 +31,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's INFO lines while loading the two runs
     import numpy as np
 
     root = Path(FLAGS.workdir or tempfile.mkdtemp(prefix="aaejax_chaos_"))
@@ -40,23 +42,32 @@ def main(argv):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
 
     startup_s, full_s = _time_uninterrupted(command(root / "full"), env, root / "full" / "metrics.jsonl")
-    # Each life lasts from 0 s (killed during start-up) to start-up plus twice a run's training time
-    # divided by the number of kills (mid-chunk, mid-save), so the kills spread over the whole run
-    # and it is still unfinished at the last one.
-    window = startup_s + 2 * (full_s - startup_s) / FLAGS.kills
+    # Every fourth life ends during start-up (imports, data, restore); the others once the life has
+    # logged its first step, at a moment up to a run's training time divided by the number of kills
+    # (mid-chunk, mid-save): the kills spread over the whole run, which is unfinished at the last one.
+    train_window = (full_s - startup_s) / FLAGS.kills
     rng, killed, finished_early = random.Random(FLAGS.seed), root / "killed", 0
+    metrics = killed / "metrics.jsonl"
     for i in range(FLAGS.kills):
+        logged = metrics.read_text().count("\n") if metrics.exists() else 0
+        t0 = time.perf_counter()
         proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait = rng.uniform(0.0, window)
-        time.sleep(wait)
+        in_startup = i % 4 == 3
+        if in_startup:
+            time.sleep(rng.uniform(0.0, startup_s))
+        else:
+            while proc.poll() is None and (metrics.read_text().count("\n") if metrics.exists() else 0) <= logged:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, train_window))
+        wait = time.perf_counter() - t0
         finished = proc.poll() is not None
         finished_early += finished
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         steps = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit()) \
             if (killed / "checkpoints").exists() else []
-        print(json.dumps({"kill": i + 1, "after_s": round(wait, 2), "already_finished": finished,
-                          "checkpoints": steps[-3:]}), flush=True)
+        print(json.dumps({"kill": i + 1, "after_s": round(wait, 2), "in_startup": in_startup,
+                          "already_finished": finished, "checkpoints": steps[-3:]}), flush=True)
     done = subprocess.run(command(killed), env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"the final resume failed: {done.stderr.strip().splitlines()[-1]}")
