@@ -53,7 +53,7 @@ def test_recon_mse_of_identity_is_zero():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["aae", "bigan"])
-def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
+def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model, capsys):
     import json
 
     from aaejax import trainer
@@ -66,6 +66,9 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == json.loads(json.dumps(out))
     assert_documented(out)  # with the classifier's keys and, for the BiGAN, the official ones
+    said = "".join(capsys.readouterr())  # the judge's training is announced, with where it is cached
+    assert "evaluate: training the sample judge" in said and str(tmp_path / "clf") in said
+    assert saved["classifier_test_acc"] > 0.9  # the bars' positions are easy to tell apart
     for key in ("recon_mse", "classifier_score", "fd_lenet", "knn1_acc", "knn1_acc_pixels",
                 "knn1_acc_random_encoder", "linear_probe_acc", "mean_top_prob", "parzen_ll", "parzen_ll_se"):
         assert np.isfinite(saved[key]), key
