@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def load_or_train(dataset_name: str = "mnist", cache: str | os.PathLike | None =
         from aaejax import data
 
         dataset = data.load(dataset_name)
+    # Said on stderr whatever the logging set-up: the caller otherwise waits a minute in silence.
+    print(f"evaluate: training the sample judge (a LeNet on {dataset_name}; about a minute on 2 CPU cores, "
+          f"once: it is cached in {folder})", file=sys.stderr, flush=True)
     t = time.perf_counter()
     params, acc = train(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
     seconds = time.perf_counter() - t

@@ -90,10 +90,6 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     if use_classifier:
         from aaejax import classifier
 
-        cache = classifier.cache_dir(classifier_cache)
-        if not (cache / f"{m.config.dataset}.msgpack").exists():
-            print(f"evaluate: training the sample judge (a LeNet on {m.config.dataset}; about a minute on 2 CPU "
-                  f"cores, once: it is cached in {cache})", file=sys.stderr, flush=True)
         clf = classifier.load_or_train(m.config.dataset, classifier_cache, dataset=ds)
         out["classifier_test_acc"] = classifier.accuracy(clf, ds.test_images, ds.test_labels)
         probs = classifier.probs(clf, samples)
