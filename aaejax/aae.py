@@ -136,7 +136,7 @@ class AAE:
         nets = {"encoder": enc.apply_gradients(self.txs["encoder"], enc_grads),
                 "decoder": dec.apply_gradients(self.txs["decoder"], dec_grads), "discriminator": disc}
         metrics = {"d_loss": d_loss, "d_accuracy": losses.accuracy_logits(real_logits, fake_logits),
-                   "ae_loss": ae_loss, "recon_mse": rec / 4, "adv_loss": adv,  # [0, 1] pixels, as evaluate
+                   "ae_loss": ae_loss, "recon_mse": images.unit_mse_from_signed(rec), "adv_loss": adv,
                    "lr_discriminator": self.schedules["discriminator"](state.step),
                    "lr_autoencoder": self.schedules["encoder"](state.step)}
         return state.replace(step=state.step + 1, nets=nets), metrics

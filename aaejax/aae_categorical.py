@@ -242,8 +242,7 @@ class CategoricalAAE:
 
     @staticmethod
     def _loss_metrics(ae_loss, rec, adv_cat, adv_style, balance, logits) -> dict:
-        # recon_mse in [0, 1] pixels, as evaluate reports it (the loss's MSE is on [-1, 1]: 4x).
-        return {"ae_loss": ae_loss, "recon_mse": rec / 4, "adv_category_loss": adv_cat, "adv_style_loss": adv_style,
+        return {"ae_loss": ae_loss, "recon_mse": images.unit_mse_from_signed(rec), "adv_category_loss": adv_cat, "adv_style_loss": adv_style,
                 "category_balance_kl": balance, "mean_top_prob": jnp.mean(jnp.max(jax.nn.softmax(logits), -1))}
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
