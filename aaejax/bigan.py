@@ -34,6 +34,13 @@ Z_INPUTS = ("concat", "hidden")
 UPDATE_ORDERS = ("d_first", "simultaneous")
 
 
+def _forward(module, net: NetState, params, inputs):
+    """A BatchNorm net in training mode: (its output, its updated batch statistics)."""
+    out, upd = module.apply({"params": params, "batch_stats": net.batch_stats}, inputs, train=True,
+                            mutable=["batch_stats"])
+    return out, upd["batch_stats"]
+
+
 class BiGAN:
     """The trainer's model protocol (aaejax/protocol.py) for the BiGAN."""
 
@@ -72,6 +79,95 @@ class BiGAN:
         }
         variables = {n: {k: v for k, v in var.items() if k != "intermediates"} for n, var in variables.items()}
         return TrainState.create(k_state, {n: NetState.create(v, self.txs[n]) for n, v in variables.items()})
+
+    def _stats_after(self, old, new, grads):
+        """The BatchNorm statistics to keep after an update: `new`, unless config.skip_nonfinite
+        and this update is skipped (non-finite gradients or statistics), when the optimizer keeps
+        the parameters and the statistics must stay with them."""
+        if not self.config.skip_nonfinite:
+            return new
+        finite = all_finite((new, grads))
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    def _d_logits(self, d: NetState, params, x_real, z_real, x_fake, z_fake):
+        """Logits of the real and fake pairs, [B] each, and D's updated batch statistics."""
+        variables = {"params": params, "batch_stats": d.batch_stats}
+        apply = lambda x, z: self.discriminator.apply(variables, x, z, train=True, mutable=["batch_stats"])
+        # One batched call, statistics per group: vmap over a leading axis of 2.
+        logits, upd = jax.vmap(apply)(jnp.stack([x_real, x_fake]), jnp.stack([z_real, z_fake]))
+        stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), upd["batch_stats"])
+        return logits[0], logits[1], stats
+
+    def _d_loss(self, real, fake):
+        return losses.joint_discriminator_loss(real, fake, self.config.loss_scale)
+
+    def _ge_loss(self, real, fake):
+        return losses.encoder_generator_loss(real, fake, self.config.loss_scale, self.config.ge_loss)
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        """batch['image']: uint8 [B, 28, 28, 1]. Pure; jitted (inside a scan) by the trainer."""
+        chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
+        x_real = images.unit(batch["image"])
+        g, e, d = (state.nets[n] for n in NETS)
+        z_fake = self.prior.sample(state.step_key(), (x_real.shape[0], self.latent_dim))
+        # G and E run forward once: their vjps carry D's input gradients back to their parameters.
+        x_fake, g_vjp, g_stats = jax.vjp(lambda p: _forward(self.generator, g, p, z_fake), g.params, has_aux=True)
+        z_real, e_vjp, e_stats = jax.vjp(lambda p: _forward(self.encoder, e, p, x_real), e.params, has_aux=True)
+        update_d = self._simultaneous if self.config.update_order == "simultaneous" else self._d_first
+        d, (gx, gz), scores = update_d(d, x_real, z_real, x_fake, z_fake)
+        nets = {"generator": self._updated("generator", g, g_vjp(gx)[0], g_stats),
+                "encoder": self._updated("encoder", e, e_vjp(gz)[0], e_stats),
+                "discriminator": d}
+        return state.replace(step=state.step + 1, nets=nets), self._metrics(state.step, *scores)
+
+    def _simultaneous(self, d: NetState, x_real, z_real, x_fake, z_fake):
+        """All three nets from the same state (the official code's k = 1 path): one forward pass of
+        D, pulled back once with D's loss (to its parameters) and once with G/E's (to its inputs).
+        Returns (updated D, (dL_GE/dx_fake, dL_GE/dz_real), (d_loss, ge_loss, real, fake logits))."""
+
+        def d_fwd(p, x_fake, z_real):
+            real, fake, stats = self._d_logits(d, p, x_real, z_real, x_fake, z_fake)
+            return (real, fake), stats
+
+        (real, fake), d_vjp, d_stats = jax.vjp(d_fwd, d.params, x_fake, z_real, has_aux=True)
+        d_loss, d_cot = jax.value_and_grad(self._d_loss, argnums=(0, 1))(real, fake)
+        ge_loss, ge_cot = jax.value_and_grad(self._ge_loss, argnums=(0, 1))(real, fake)
+        d_grads = d_vjp(d_cot)[0]
+        _, gx, gz = d_vjp(ge_cot)
+        return self._updated("discriminator", d, d_grads, d_stats), (gx, gz), (d_loss, ge_loss, real, fake)
+
+    def _d_first(self, d: NetState, x_real, z_real, x_fake, z_fake):
+        """(1) D on (x, E(x)) = real, (G(z), z) = fake; (2) G/E's input gradients against the
+        updated D. Returns what `_simultaneous` returns."""
+
+        def d_loss_fn(p):
+            real, fake, stats = self._d_logits(d, p, x_real, jax.lax.stop_gradient(z_real),
+                                               jax.lax.stop_gradient(x_fake), z_fake)
+            return self._d_loss(real, fake), (real, fake, stats)
+
+        (d_loss, (real, fake, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
+        d = self._updated("discriminator", d, d_grads, d_stats)
+
+        def ge_loss_fn(x_fake, z_real):
+            return self._ge_loss(*self._d_logits(d, d.params, x_real, z_real, x_fake, z_fake)[:2])
+
+        ge_loss, (gx, gz) = jax.value_and_grad(ge_loss_fn, argnums=(0, 1))(x_fake, z_real)
+        return d, (gx, gz), (d_loss, ge_loss, real, fake)
+
+    def _updated(self, name: str, net: NetState, grads, stats) -> NetState:
+        """`net` after one step of its own optimizer, with the batch statistics that go with it."""
+        return net.apply_gradients(self.txs[name], grads).replace(
+            batch_stats=self._stats_after(net.batch_stats, stats, grads))
+
+    def _metrics(self, step, d_loss, ge_loss, real_logits, fake_logits) -> dict:
+        return {
+            "d_loss": d_loss,
+            "d_accuracy": losses.accuracy_logits(real_logits, fake_logits),
+            "ge_loss": ge_loss,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            **{f"lr_{n}": self.schedules[n](step) for n in ("discriminator", "generator", "encoder")},
+        }
 
     def _stats_after(self, old, new, grads):
         """The BatchNorm statistics to keep after an update: `new`, unless config.skip_nonfinite
