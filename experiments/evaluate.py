@@ -117,7 +117,9 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out["linear_probe_acc"] = ev.linear_probe_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
     key = jax.random.PRNGKey(12345)
     if random_baseline:
-        random_state = m.model.prepare_eval(m.model.init(key), jnp.asarray(ds.train_images), key)
+        # Jitted: op by op, a fresh init and its BatchNorm statistics take seconds to dispatch.
+        fresh = jax.jit(lambda k, images_: m.model.prepare_eval(m.model.init(k), images_, k))
+        random_state = fresh(key, jnp.asarray(ds.train_images))
         r_train = ev.batched(lambda x: enc(random_state, x), train)
         r_test = ev.batched(lambda x: enc(random_state, x), test)
         out["knn1_acc_random_encoder"] = ev.knn1_accuracy(r_train, ds.train_labels, r_test, ds.test_labels)
