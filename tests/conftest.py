@@ -9,6 +9,11 @@ os.environ["AAEJAX_OFFLINE"] = "1"  # never probe the network from tests
 # One persistent compilation cache for every test process and CLI subprocess: the tiny configs
 # compile the same programs in many tests, and a cache hit takes milliseconds.
 os.environ.setdefault("AAEJAX_JAX_CACHE", str(REPO / ".pytest_cache" / "jax"))
+# The tests compile hundreds of tiny programs, each run a few times: XLA's backend optimisations
+# cost more than they save there (a third of test_steps.py's CPU time). Subprocesses inherit it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 import re  # noqa: E402
 import subprocess  # noqa: E402

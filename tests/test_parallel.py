@@ -13,7 +13,7 @@ import pytest
 
 import aaejax
 from aaejax import parallel, trainer
-from conftest import tiny_aae_config, tiny_bigan_config
+from conftest import TEST_XLA_FLAGS, tiny_aae_config, tiny_bigan_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
 def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, bars, make_config):
-    """Model i of num_seeds=3 (seed 5) == a run with seed 5 + i: own init, data order, everything."""
+    """Model i of num_seeds=3 (seed 5) == a run with seed 5 + i: own init, data order, everything.
+    evaluate reports each model and the mean and standard deviation over them."""
     trainer.train(make_config(num_steps=20, seed=5, num_seeds=3), tmp_path / "multi", bars)
     trainer.train(make_config(num_steps=20, seed=6), tmp_path / "single", bars)
     multi, single = aaejax.load(tmp_path / "multi", seed_index=1), aaejax.load(tmp_path / "single")
@@ -34,19 +35,15 @@ def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, b
         aaejax.load(tmp_path / "multi", seed_index=3)
     record = aaejax.writers.read_metrics(tmp_path / "multi")[-1]
     assert len(record["per_seed"]["d_loss"]) == 3 and record["model_steps_per_sec"] > record["steps_per_sec"]
+    if make_config is tiny_aae_config:
+        from experiments.evaluate import evaluate
 
-
-@pytest.mark.slow
-def test_multi_seed_evaluation_reports_each_and_mean_std(tmp_path, bars):
-    from experiments.evaluate import evaluate
-
-    trainer.train(tiny_aae_config(num_steps=20, num_seeds=2), tmp_path, bars)
-    out = evaluate(tmp_path, num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
-    assert [r["seed_index"] for r in out["seeds"]] == [0, 1]
-    values = [r["recon_mse"] for r in out["seeds"]]
-    assert out["mean"]["recon_mse"] == pytest.approx(np.mean(values))
-    assert out["std"]["recon_mse"] == pytest.approx(np.std(values, ddof=1)) and out["std"]["recon_mse"] > 0
-    assert json.loads((tmp_path / "eval.json").read_text())["num_seeds"] == 2
+        out = evaluate(tmp_path / "multi", num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
+        assert [r["seed_index"] for r in out["seeds"]] == [0, 1, 2]
+        values = [r["recon_mse"] for r in out["seeds"]]
+        assert out["mean"]["recon_mse"] == pytest.approx(np.mean(values))
+        assert out["std"]["recon_mse"] == pytest.approx(np.std(values, ddof=1)) and out["std"]["recon_mse"] > 0
+        assert json.loads((tmp_path / "multi" / "eval.json").read_text())["num_seeds"] == 3
 
 
 def test_shard_modes_resolve_and_refuse():
@@ -66,12 +63,19 @@ def test_shard_modes_resolve_and_refuse():
 
 
 def _worker(tmp_path: Path, devices: int) -> dict:
+    """parallel_worker's runs on `devices` CPU devices: in a subprocess, or here for one device."""
     out = tmp_path / f"d{devices}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "parallel_worker.py"), str(out)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if devices == 1:
+        import parallel_worker
+
+        assert jax.device_count() == 1
+        parallel_worker.main(out)
+    else:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1",
+                   XLA_FLAGS=f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}")
+        proc = subprocess.run([sys.executable, str(REPO / "tests" / "parallel_worker.py"), str(out)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out / "params.npz"))
 
 
@@ -111,8 +115,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    base.update(JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1")
+    base = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", XLA_FLAGS=TEST_XLA_FLAGS)
     cmd = [sys.executable, str(REPO / "tests" / "parallel_worker.py")]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
     procs = [subprocess.Popen(cmd + [str(tmp_path / "multi"), "multiprocess"], cwd=REPO, stdout=log.open("w"),
@@ -128,7 +131,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(log.read_text()[-2000:] for log in logs)
     single = subprocess.run(cmd + [str(tmp_path / "single"), "multiprocess"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600, env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+                            text=True, timeout=600, env=dict(base, XLA_FLAGS=f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count=2"))
     assert single.returncode == 0, single.stderr[-3000:]
     multi, one = dict(np.load(tmp_path / "multi" / "params.npz")), dict(np.load(tmp_path / "single" / "params.npz"))
     assert (int(multi.pop("process_count")), int(one.pop("process_count"))) == (2, 1)

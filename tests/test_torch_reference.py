@@ -85,7 +85,8 @@ def _train(model, state, nets, steps, dtype):
 
 def _compare(state, nets, rtol, atol, lr_atol, stray=0.0):
     """Every entry within (atol + rtol |x|), but for at most a fraction `stray` of each layer's
-    entries and for the biases before BatchNorm, which must be within `lr_atol`."""
+    entries (at least one entry when stray > 0) and for the biases before BatchNorm, which must be
+    within `lr_atol`."""
     for name, (_, layers) in LAYERS.items():
         for dense, index in layers.items():
             layer = nets[name].network[index]
@@ -98,7 +99,7 @@ def _compare(state, nets, rtol, atol, lr_atol, stray=0.0):
                 if part == "bias" and (name, dense) in BEFORE_BN:
                     assert diff.max() <= lr_atol, where
                 else:
-                    assert off.mean() <= stray and diff.max() <= lr_atol, where
+                    assert off.sum() <= max(stray * off.size, stray > 0) and diff.max() <= lr_atol, where
 
 
 @pytest.mark.slow
@@ -106,7 +107,9 @@ def test_seed_bigan_matches_the_pytorch_program_after_1_step_in_float32():
     model, state, nets = _programs(np.float32)
     state = _train(model, state, nets, 1, np.float32)
     # Some entries in a million have a gradient near Adam's eps (e.g. where the loss's gradient
-    # nearly cancels the L2 term): there float32 rounding moves the update by up to 2 lr.
+    # nearly cancels the L2 term): there float32 rounding moves the update by up to 2 lr. Which
+    # entries depends on the compiler's rounding: one may fall in a small layer (seen: 1 of G's
+    # 784 output biases off by 3e-6 = 1.6 % of lr with the tests' XLA flags).
     _compare(state, nets, rtol=1e-4, atol=2e-6, lr_atol=4e-4, stray=1e-4)
 
 
