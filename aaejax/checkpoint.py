@@ -70,10 +70,12 @@ class Checkpointer:
                     self._manager.wait_until_finished()
                 except Exception:  # noqa: BLE001 - the same failure, already being reported
                     pass
-                # Orbax's failed write futures are logged by asyncio when collected: collect them
-                # now, while stderr is captured, and drop any that are collected later.
+                # Orbax's failed write futures are logged by asyncio when collected, and its writer
+                # threads, finishing after orbax closed its event loop, fail to notify it (logged by
+                # concurrent.futures): collect now, while stderr is captured; drop any later reports.
                 gc.collect()
-                logging.getLogger("asyncio").addFilter(_unretrieved_future)
+                for logger in ("asyncio", "concurrent.futures"):
+                    logging.getLogger(logger).addFilter(_after_failed_save)
                 noise.drop()
                 raise WriteError(_reason(e), self.directory / str(step)) from e
 
@@ -156,9 +158,11 @@ def _reason(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def _unretrieved_future(record: logging.LogRecord) -> bool:
-    """asyncio's report of a failed future nobody awaited: after a failed save, the save's own."""
-    return "exception was never retrieved" not in record.getMessage()
+def _after_failed_save(record: logging.LogRecord) -> bool:
+    """False for the failed save's own leftovers: a failed future nobody awaited (asyncio), or a
+    writer thread's callback into orbax's closed event loop (concurrent.futures)."""
+    message = record.getMessage()
+    return "exception was never retrieved" not in message and "exception calling callback for" not in message
 
 
 class _Noise:
