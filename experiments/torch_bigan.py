@@ -78,12 +78,16 @@ def train_step(D, G, E, optimizers, schedulers, x, z, epoch, batch_size=128, nb_
     return lambda_objective
 
 
-def program_step(nets, optimizers, schedulers, train_x, epoch, batch_size=128, device="cpu"):
-    """One iteration with the program's own data access: `get_minibatch` draws randperm(N)[:128]
-    of trainX (here `train_x`, float [N, 784] in [0, 1] on the device) and `sample_latent`
-    torch.rand(128, 50). For `make bench`."""
+def program_batch(train_x, batch_size=128, device="cpu"):
+    """The program's own data access: `get_minibatch` draws randperm(N)[:128] of trainX (here
+    `train_x`, float [N, 784] in [0, 1] on the device), then `sample_latent` torch.rand(128, 50)."""
     indices = torch.randperm(train_x.shape[0], device=device)[:batch_size]
-    x, z = train_x[indices], torch.rand((batch_size, 50), device=device)
+    return train_x[indices], torch.rand((batch_size, 50), device=device)
+
+
+def program_step(nets, optimizers, schedulers, train_x, epoch, batch_size=128, device="cpu"):
+    """One iteration on a `program_batch`. For `make bench`."""
+    x, z = program_batch(train_x, batch_size, device)
     return train_step(nets["D"], nets["G"], nets["E"], optimizers, schedulers, x, z, epoch, batch_size, device=device)
 
 
@@ -116,8 +120,7 @@ def main(argv=None) -> None:
     train_x = torch.from_numpy(data.load("mnist").train_images.reshape(-1, 784).astype(np.float32) / 255.0)
     nets, optimizers, schedulers = build()
     for it in range(1, args.iterations + 1):
-        indices = torch.randperm(train_x.shape[0])[:128]
-        x, z = train_x[indices], torch.rand((128, 50))
+        x, z = program_batch(train_x)
         objective = train_step(nets["D"], nets["G"], nets["E"], optimizers, schedulers, x, z, it)
         if it % args.every == 0:
             with torch.no_grad():
