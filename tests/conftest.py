@@ -120,8 +120,12 @@ def assert_documented(out: dict) -> None:
     assert keys <= documented, sorted(keys - documented)
 
 
-def cli_env(tmp_path, **extra) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", **extra)
+def cli_env(tmp_path, devices: int | None = None, **extra) -> dict:
+    """The environment of a test subprocess; `devices`: that many CPU devices (XLA_FLAGS)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", **extra)
+    if devices:
+        env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"
+    return env
 
 
 def run_cli(module: str, args, tmp_path, num_examples: int = 96, timeout: int = 300):

@@ -1,7 +1,6 @@
 """Many seeds in one compiled step, and data parallel over devices (8 CPU devices in a subprocess)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 import aaejax
 from aaejax import parallel, trainer
-from conftest import TEST_XLA_FLAGS, tiny_aae_config, tiny_bigan_config
+from conftest import cli_env, tiny_aae_config, tiny_bigan_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,10 +70,8 @@ def _worker(tmp_path: Path, devices: int) -> dict:
         assert jax.device_count() == 1
         parallel_worker.main(out)
     else:
-        env = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1",
-                   XLA_FLAGS=f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}")
         proc = subprocess.run([sys.executable, str(REPO / "tests" / "parallel_worker.py"), str(out)], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=600)
+                              env=cli_env(tmp_path, devices), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out / "params.npz"))
 
@@ -115,7 +112,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    base = dict(os.environ, JAX_PLATFORMS="cpu", AAEJAX_OFFLINE="1", XLA_FLAGS=TEST_XLA_FLAGS)
+    base = cli_env(tmp_path)
     cmd = [sys.executable, str(REPO / "tests" / "parallel_worker.py")]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
     procs = [subprocess.Popen(cmd + [str(tmp_path / "multi"), "multiprocess"], cwd=REPO, stdout=log.open("w"),
@@ -131,7 +128,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(log.read_text()[-2000:] for log in logs)
     single = subprocess.run(cmd + [str(tmp_path / "single"), "multiprocess"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600, env=dict(base, XLA_FLAGS=f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count=2"))
+                            text=True, timeout=600, env=cli_env(tmp_path, devices=2))
     assert single.returncode == 0, single.stderr[-3000:]
     multi, one = dict(np.load(tmp_path / "multi" / "params.npz")), dict(np.load(tmp_path / "single" / "params.npz"))
     assert (int(multi.pop("process_count")), int(one.pop("process_count"))) == (2, 1)
