@@ -70,12 +70,10 @@ class Checkpointer:
                     self._manager.wait_until_finished()
                 except Exception:  # noqa: BLE001 - the same failure, already being reported
                     pass
-                # Orbax's failed write futures are logged by asyncio when collected, and its writer
-                # threads, finishing after orbax closed its event loop, fail to notify it (logged by
-                # concurrent.futures): collect now, while stderr is captured; drop any later reports.
+                # Orbax's failed write futures are logged by asyncio when collected: collect now,
+                # while stderr is captured; drop the reports of writes still in flight.
                 gc.collect()
-                for logger in ("asyncio", "concurrent.futures"):
-                    logging.getLogger(logger).addFilter(_after_failed_save)
+                _drop_later_reports()
                 noise.drop()
                 raise WriteError(_reason(e), self.directory / str(step)) from e
 
@@ -156,6 +154,31 @@ def _reason(error: Exception) -> str:
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
     return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _drop_later_reports() -> None:
+    """After a failed save, orbax's writes still in flight end later, in other threads, and report
+    into orbax's closed event loop: as log records (concurrent.futures) or, from tensorstore's
+    threads, as unraisable RuntimeErrors. Installs (once) filters that drop exactly those."""
+    for logger in ("asyncio", "concurrent.futures"):
+        logging.getLogger(logger).addFilter(_after_failed_save)  # a no-op when already there
+    if not isinstance(sys.unraisablehook, _WithoutClosedLoopReports):
+        sys.unraisablehook = _WithoutClosedLoopReports(sys.unraisablehook)
+
+
+class _WithoutClosedLoopReports:
+    """sys.unraisablehook that drops "Event loop is closed" raised by asyncio, passes on the rest."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        error, tb = unraisable.exc_value, unraisable.exc_traceback
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        from_asyncio = tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed" and from_asyncio):
+            self.previous(unraisable)
 
 
 def _after_failed_save(record: logging.LogRecord) -> bool:

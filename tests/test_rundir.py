@@ -144,8 +144,39 @@ def test_a_full_disk_in_any_save_path_is_one_line_and_loses_nothing(tmp_path, ba
         logging.getLogger("asyncio").error("Future exception was never retrieved")
         logging.getLogger("concurrent.futures").error("another failure")
         assert [r.getMessage() for r in caplog.records] == ["another failure"]
+        passed_on = []
+        monkeypatch.setattr(sys.unraisablehook, "previous", passed_on.append)
+        _a_write_ending_after_its_loop_closed()
+        _an_unraisable_error()
+        assert [type(u.exc_value) for u in passed_on] == [ValueError]
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)  # space again: the same command finishes
     assert aaejax.load(tmp_path).step == 40 and _steps(tmp_path) == [10, 20, 30, 40]
+
+
+def _a_write_ending_after_its_loop_closed():
+    """What a tensorstore write still in flight after a failed save does when it ends."""
+    import asyncio
+
+    import tensorstore as ts
+
+    promise, write = ts.Promise.new()
+
+    async def await_briefly():
+        asyncio.ensure_future(write)
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(await_briefly())
+    loop.close()
+    promise.set_result(None)  # its callback calls loop.call_soon_threadsafe: "Event loop is closed"
+
+
+def _an_unraisable_error():
+    class Failing:
+        def __del__(self):
+            raise ValueError("a failure of its own")
+
+    Failing()
 
 
 def _mount_small_tmpfs(path: Path, size: str) -> bool:
