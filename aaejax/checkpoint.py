@@ -61,7 +61,7 @@ class Checkpointer:
         """Saves and commits step `step`; an OS error (a full disk) is raised as WriteError."""
         from aaejax.rundir import WriteError
 
-        with _quiet_orbax() as noise:
+        with _quiet_orbax() as noise, _late_reports_dropped_if_it_fails():
             try:
                 self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                                  meta=ocp.args.JsonSave(meta)), force=True)
@@ -70,10 +70,7 @@ class Checkpointer:
                     self._manager.wait_until_finished()
                 except Exception:  # noqa: BLE001 - the same failure, already being reported
                     pass
-                # Orbax's failed write futures are logged by asyncio when collected: collect now,
-                # while stderr is captured; drop the reports of writes still in flight.
-                gc.collect()
-                _drop_later_reports()
+                gc.collect()  # orbax's failed write futures are logged when collected: now, while captured
                 noise.drop()
                 raise WriteError(_reason(e), self.directory / str(step)) from e
 
@@ -156,14 +153,25 @@ def _reason(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def _drop_later_reports() -> None:
-    """After a failed save, orbax's writes still in flight end later, in other threads, and report
-    into orbax's closed event loop: as log records (concurrent.futures) or, from tensorstore's
-    threads, as unraisable RuntimeErrors. Installs (once) filters that drop exactly those."""
-    for logger in ("asyncio", "concurrent.futures"):
-        logging.getLogger(logger).addFilter(_after_failed_save)  # a no-op when already there
-    if not isinstance(sys.unraisablehook, _WithoutClosedLoopReports):
+@contextlib.contextmanager
+def _late_reports_dropped_if_it_fails():
+    """A failed save leaves orbax's other writes in flight; they end in other threads, at any time
+    from then on, and report into orbax's closed event loop: as log records (asyncio,
+    concurrent.futures) or, from tensorstore's threads, as unraisable RuntimeErrors. Filters for
+    exactly those are in place before the save starts (a report may begin while the save is still
+    failing) and stay after a failed save; a successful save removes them."""
+    loggers = [logging.getLogger(name) for name in ("asyncio", "concurrent.futures")]
+    for logger in loggers:
+        logger.addFilter(_after_failed_save)
+    installed = not isinstance(sys.unraisablehook, _WithoutClosedLoopReports)
+    if installed:
         sys.unraisablehook = _WithoutClosedLoopReports(sys.unraisablehook)
+    yield
+    # Only reached after a successful save (an exception propagates past this point).
+    if installed and isinstance(sys.unraisablehook, _WithoutClosedLoopReports):
+        sys.unraisablehook = sys.unraisablehook.previous
+        for logger in loggers:
+            logger.removeFilter(_after_failed_save)
 
 
 class _WithoutClosedLoopReports:
