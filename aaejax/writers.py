@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,20 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
     return np.concatenate(rows)
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when it
+    is installed (2-3 s of every run's start) only to accept torch tensors, which we never pass."""
+    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this entry is there
+        try:
+            import tensorboardX  # noqa: F401
+        finally:
+            del sys.modules["torch"]
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+
+
 class MetricWriter:
     """A run's files besides checkpoints: one JSON object per logged step in metrics.jsonl,
     scalars and image grids mirrored to TensorBoard, grids as samples/<name>_<step>.png. Every
@@ -64,8 +79,7 @@ class MetricWriter:
         resume_step: the step the run resumes from; TensorBoard purges its events after that step
         (they are logged again), as `truncate_metrics` does for metrics.jsonl.
         """
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _summary_writer_class()
         self.enabled, self.workdir = enabled, Path(workdir)
         if enabled:
             with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):

@@ -272,8 +272,12 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
     workdir = tmp_path / "run"
     args = [f"--workdir={workdir}", "--steps=12", "--seed=3", "--config.log_every=4",
             "--config.sample_every=8", "--config.checkpoint_every=8"] + TINY_FLAGS[name]
-    proc = run_cli(f"experiments.{name}", args, tmp_path)
+    # Whether PyTorch (installed for the tests) was imported, said at exit: nothing of a run needs it.
+    said_at_exit = "import atexit, sys\natexit.register(lambda: print('torch' in sys.modules, file=sys.stderr))\n"
+    proc = subprocess.run([sys.executable, "-c", said_at_exit + cli_code(f"experiments.{name}", args)], cwd=REPO,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == "False"  # tensorboardX would import it (2-3 s)
     # It says where its data and devices are, and how long it will take.
     assert re.search(r"^data: mnist from tfds:.* \(\d+ training, \d+ test images\)$", proc.stderr, re.M)
     assert re.search(r"^devices: 1 x cpu \(cpu\)$", proc.stderr, re.M)
