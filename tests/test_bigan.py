@@ -53,14 +53,18 @@ def test_update_order(bars, order):
         model.txs = dict(model.txs, **{n: optax.set_to_zero() for n in frozen})
         return jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), batch)[0].nets
 
+    # A frozen optimizer makes another program, which XLA may fuse and round differently in the
+    # last bit (measured: 4e-9); a dependence on the other update moves G and E by 4e-4.
+    same = dict(rtol=1e-6, atol=1e-7)
     full, ge_frozen, d_frozen = step(()), step(("generator", "encoder")), step(("discriminator",))
-    chex.assert_trees_all_equal(full["discriminator"].params, ge_frozen["discriminator"].params)
+    chex.assert_trees_all_close(full["discriminator"].params, ge_frozen["discriminator"].params, **same)
     for name in ("generator", "encoder"):
         if order == "simultaneous":
-            chex.assert_trees_all_equal(full[name].params, d_frozen[name].params)
+            chex.assert_trees_all_close(full[name].params, d_frozen[name].params, **same)
         else:
-            diff = jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), full[name].params, d_frozen[name].params)
-            assert any(jax.tree_util.tree_leaves(diff)), f"{name}'s update ignored the updated discriminator"
+            apart = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b, **same), full[name].params,
+                                           d_frozen[name].params)
+            assert any(jax.tree_util.tree_leaves(apart)), f"{name}'s update ignored the updated discriminator"
 
 
 def test_eval_mode_is_independent_of_batch_composition(bars):
