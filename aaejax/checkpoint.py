@@ -61,7 +61,7 @@ class Checkpointer:
         """Saves and commits step `step`; an OS error (a full disk) is raised as WriteError."""
         from aaejax.rundir import WriteError
 
-        with _quiet_orbax() as noise, _late_reports_dropped_if_it_fails():
+        with _quiet_orbax() as noise:
             try:
                 self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                                  meta=ocp.args.JsonSave(meta)), force=True)
@@ -153,25 +153,25 @@ def _reason(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-@contextlib.contextmanager
-def _late_reports_dropped_if_it_fails():
+def _filter_late_reports():
     """A failed save leaves orbax's other writes in flight; they end in other threads, at any time
     from then on, and report into orbax's closed event loop: as log records (asyncio,
-    concurrent.futures) or, from tensorstore's threads, as unraisable RuntimeErrors. Filters for
-    exactly those are in place before the save starts (a report may begin while the save is still
-    failing) and stay after a failed save; a successful save removes them."""
+    concurrent.futures) or, from tensorstore's threads, as unraisable RuntimeErrors. Installs
+    filters for exactly those; returns what removes them again (nothing to remove when a failed
+    save's filters are already in place, for good)."""
+    if isinstance(sys.unraisablehook, _WithoutClosedLoopReports):
+        return lambda: None
     loggers = [logging.getLogger(name) for name in ("asyncio", "concurrent.futures")]
     for logger in loggers:
         logger.addFilter(_after_failed_save)
-    installed = not isinstance(sys.unraisablehook, _WithoutClosedLoopReports)
-    if installed:
-        sys.unraisablehook = _WithoutClosedLoopReports(sys.unraisablehook)
-    yield
-    # Only reached after a successful save (an exception propagates past this point).
-    if installed and isinstance(sys.unraisablehook, _WithoutClosedLoopReports):
-        sys.unraisablehook = sys.unraisablehook.previous
+    previous = sys.unraisablehook
+    sys.unraisablehook = _WithoutClosedLoopReports(previous)
+
+    def remove():
+        sys.unraisablehook = previous
         for logger in loggers:
             logger.removeFilter(_after_failed_save)
+    return remove
 
 
 class _WithoutClosedLoopReports:
@@ -197,12 +197,12 @@ def _after_failed_save(record: logging.LogRecord) -> bool:
 
 
 class _Noise:
-    """What orbax and its helper threads print to stderr while a save runs: replayed after a
-    successful save, dropped after a failed one (the run reports the failure itself, once;
-    otherwise each thread prints its own traceback)."""
+    """What orbax and its helper threads print while a save runs: replayed after a successful
+    save, dropped after a failed one (the run reports the failure itself, once; otherwise each
+    thread prints its own traceback), with the failed save's later reports."""
 
-    def __init__(self, file):
-        self.file, self.keep = file, True
+    def __init__(self):
+        self.keep = True
 
     def drop(self) -> None:
         self.keep = False
@@ -210,6 +210,10 @@ class _Noise:
 
 @contextlib.contextmanager
 def _quiet_orbax():
+    """Captures stderr (fd 2) and absl's logging while orbax saves; the late-report filters are in
+    place from the start (a report may begin while the save is still failing) and stay only if the
+    save failed (`noise.drop()`)."""
+    remove_filters = _filter_late_reports()
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.CRITICAL)
@@ -217,7 +221,7 @@ def _quiet_orbax():
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
-        noise = _Noise(tmp)
+        noise = _Noise()
         try:
             yield noise
         finally:
@@ -226,6 +230,7 @@ def _quiet_orbax():
             os.close(saved)
             absl_logger.setLevel(level)
             if noise.keep:
+                remove_filters()
                 tmp.seek(0)
                 sys.stderr.write(tmp.read().decode(errors="replace"))
 
