@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -233,6 +234,8 @@ def _quiet_orbax():
                 remove_filters()
                 tmp.seek(0)
                 sys.stderr.write(tmp.read().decode(errors="replace"))
+            else:  # the failed save's coroutines nobody will await, collected at interpreter exit
+                warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
 
 
 def abstract_like(state):

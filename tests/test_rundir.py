@@ -2,12 +2,14 @@
 full disks in every save path (one clear line, nothing saved is lost), the API's input checks."""
 
 import errno
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +151,9 @@ def test_a_full_disk_in_any_save_path_is_one_line_and_loses_nothing(tmp_path, ba
         _a_write_ending_after_its_loop_closed()
         _an_unraisable_error()
         assert [type(u.exc_value) for u in passed_on] == [ValueError]
+        with warnings.catch_warnings(record=True) as shown:  # the filters as they are now
+            _a_coroutine_never_awaited()
+        assert not shown
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)  # space again: the same command finishes
     assert aaejax.load(tmp_path).step == 40 and _steps(tmp_path) == [10, 20, 30, 40]
 
@@ -169,6 +174,14 @@ def _a_write_ending_after_its_loop_closed():
     loop.run_until_complete(await_briefly())
     loop.close()
     promise.set_result(None)  # its callback calls loop.call_soon_threadsafe: "Event loop is closed"
+
+
+def _a_coroutine_never_awaited():
+    async def write():
+        pass
+
+    write()  # collected at once: RuntimeWarning "coroutine ... was never awaited"
+    gc.collect()
 
 
 def _an_unraisable_error():
