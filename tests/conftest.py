@@ -132,9 +132,10 @@ def cli_env(tmp_path, devices: int | None = None, **extra) -> dict:
     return env
 
 
-def run_cli(module: str, args, tmp_path, num_examples: int = 96, timeout: int = 300):
-    """Runs `python -m <module> <args>` for real (a subprocess), with TFDS's mock data as MNIST."""
-    return subprocess.run([sys.executable, "-c", cli_code(module, args, num_examples)], cwd=REPO,
+def run_cli(module: str, args, tmp_path, num_examples: int = 96, timeout: int = 300, prelude: str = ""):
+    """Runs `python -m <module> <args>` for real (a subprocess), with TFDS's mock data as MNIST;
+    `prelude`: Python source run first in that process."""
+    return subprocess.run([sys.executable, "-c", prelude + cli_code(module, args, num_examples)], cwd=REPO,
                           env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 

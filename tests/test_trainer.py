@@ -274,8 +274,7 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
             "--config.sample_every=8", "--config.checkpoint_every=8"] + TINY_FLAGS[name]
     # Whether PyTorch (installed for the tests) was imported, said at exit: nothing of a run needs it.
     said_at_exit = "import atexit, sys\natexit.register(lambda: print('torch' in sys.modules, file=sys.stderr))\n"
-    proc = subprocess.run([sys.executable, "-c", said_at_exit + cli_code(f"experiments.{name}", args)], cwd=REPO,
-                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = run_cli(f"experiments.{name}", args, tmp_path, prelude=said_at_exit)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.splitlines()[-1] == "False"  # tensorboardX would import it (2-3 s)
     # It says where its data and devices are, and how long it will take.
