@@ -9,6 +9,7 @@ and cached (`$AAEJAX_CACHE_DIR/classifier`, else ~/.cache/aaejax/classifier).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -85,27 +86,33 @@ def train(train_images, train_labels, test_images, test_labels, *, epochs: int =
     n, steps = images.shape[0], images.shape[0] // batch_size
     key = jax.random.PRNGKey(seed)
     params = _init(key)
-    tx = optax.adam(optax.cosine_decay_schedule(lr, epochs * steps))
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, perm, i):
-        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-
-        def loss_fn(p):
-            out, _ = _NET.apply({"params": p}, _as_unit(images[idx]))
-            return optax.softmax_cross_entropy_with_integer_labels(out, labels[idx]).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    opt_state = _optimizer(lr, epochs * steps).init(params)
     for e in range(epochs):
         perm = jax.random.permutation(jax.random.fold_in(key, e), n)
         for i in range(steps):
-            params, opt_state, loss = step(params, opt_state, perm, i)
+            params, opt_state, loss = _step(params, opt_state, images, labels, perm, i, batch_size=batch_size,
+                                            lr=lr, total_steps=epochs * steps)
         log.info("classifier epoch %d: last loss %.4f", e + 1, float(loss))
     return params, accuracy(params, test_images, test_labels)
+
+
+def _optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
+    return optax.adam(optax.cosine_decay_schedule(lr, total_steps))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "lr", "total_steps"))
+def _step(params, opt_state, images, labels, perm, i, *, batch_size: int, lr: float, total_steps: int):
+    """One Adam step on batch i of the permutation `perm` of images [N, 28, 28, 1] (uint8) and
+    labels [N]: the data are arguments, not constants of the program (one compile per shape)."""
+    idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+
+    def loss_fn(p):
+        out, _ = _NET.apply({"params": p}, _as_unit(images[idx]))
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels[idx]).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = _optimizer(lr, total_steps).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:

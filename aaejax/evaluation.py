@@ -15,6 +15,8 @@ over examples.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,7 +86,15 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, steps: int = 500,
     test_x = jnp.asarray(test_x, jnp.float32).reshape(len(test_x), -1)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    train_y = jnp.asarray(train_y)
+    params = _fit_probe(train_x, jnp.asarray(train_y), steps=steps, l2=l2, num_classes=num_classes)
+    pred = jnp.argmax(test_x @ params["w"] + params["b"], axis=1)
+    return float(jnp.mean(pred == jnp.asarray(test_y)))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "l2", "num_classes"))
+def _fit_probe(train_x: jax.Array, train_y: jax.Array, *, steps: int, l2: float, num_classes: int) -> dict:
+    """{'w' [D, C], 'b' [C]} after `steps` L-BFGS steps on features [N, D] and labels [N]. The
+    features are arguments, not constants of the program: one compile per shape, not per call."""
     params = {"w": jnp.zeros((train_x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
     def loss(p):
@@ -95,20 +105,14 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, steps: int = 500,
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
 
-    @jax.jit
-    def run(params):
-        def step(carry, _):
-            params, state = carry
-            value, grad = value_and_grad(params, state=state)
-            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
-            return (optax.apply_updates(params, updates), state), None
+    def step(carry, _):
+        params, state = carry
+        value, grad = value_and_grad(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+        return (optax.apply_updates(params, updates), state), None
 
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), length=steps)
-        return params
-
-    params = run(params)
-    pred = jnp.argmax(test_x @ params["w"] + params["b"], axis=1)
-    return float(jnp.mean(pred == jnp.asarray(test_y)))
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), length=steps)
+    return params
 
 
 @jax.jit
