@@ -81,7 +81,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, num_examples, batch_size,
                                                                             data_order), (0, None))
 
-    def batch_indices(perm, step):
+    def batch_indices(keys, perm, step):
         """(indices of this step's batch, the carried permutation(s))."""
         if data_order in ("random_subsets", "with_replacement"):
             return independent_fn(keys, step), perm
@@ -93,7 +93,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
         perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
         return index_fn(perm, pos), perm
 
-    def first_perm(step):
+    def first_perm(keys, step):
         if data_order in ("random_subsets", "with_replacement"):
             return jnp.zeros((), jnp.int32)  # nothing carried
         if data_order == "stream":
@@ -101,10 +101,10 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
             return perm_fn(keys, epoch), perm_fn(keys, epoch + 1), epoch
         return perm_fn(keys, step // steps_per_epoch)
 
-    def chunk(state, images, labels, length: int):
+    def chunk(state, images, labels, keys, subsets, length: int):
         def body(carry, _):
             state, perm, step = carry
-            idx, perm = batch_indices(perm, step)
+            idx, perm = batch_indices(keys, perm, step)
             batch = {"image": images[idx], "label": labels[idx]}
             for name, fn in extra_fns.items():
                 extra = fn(keys, subsets[name], step)
@@ -117,10 +117,15 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
             return (state, perm, step + 1), metrics
 
         step0 = state.step[0] if num_seeds > 1 else state.step  # all seeds step together
-        (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(step0), step0), length=length)
+        (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(keys, step0), step0), length=length)
         return state, metrics, finite_fn(state)
 
-    return jax.jit(chunk, static_argnames="length", donate_argnums=0)
+    # The keys and labelled subsets are arguments, not constants of the program: another seed
+    # finds the same program (in JAX's persistent compilation cache) instead of compiling its own.
+    if layout is not None:  # on every device, as the images (across processes too)
+        keys, subsets = layout.put_replicated(keys), {k: layout.put_replicated(v) for k, v in subsets.items()}
+    jitted = jax.jit(chunk, static_argnames="length", donate_argnums=0)
+    return lambda state, images, labels, length: jitted(state, images, labels, keys, subsets, length=length)
 
 
 def training_examples(dataset: data_lib.Dataset, config) -> tuple[np.ndarray, np.ndarray]:
