@@ -46,12 +46,12 @@ def main(out: Path) -> None:
         leaf = jax.tree_util.tree_leaves(state.nets)[0]
         arrays[f"{name}/num_shards"] = np.array(len(leaf.sharding.device_set))
         arrays.update({f"{name}/{k}": v for k, v in flat(state.nets).items()})
-    # Resume on this device count: a copy of the BiGAN run loses its step-6 checkpoint (as if
-    # killed after step 3), and the same command resumes from the (sharded) step-3 checkpoint.
-    shutil.copytree(out / "bigan_batch", out / "resumed")
-    shutil.rmtree(out / "resumed" / "checkpoints" / "6")
-    resumed = trainer.train(runs["bigan_batch"], out / "resumed", bars)
-    arrays.update({f"resumed/{k}": v for k, v in flat(resumed.nets).items()})
+    if n > 1:  # Resume, sharded: a copy of the BiGAN run loses its step-6 checkpoint (as if killed
+        # after step 3), and the same command resumes from the sharded step-3 checkpoint.
+        shutil.copytree(out / "bigan_batch", out / "resumed")
+        shutil.rmtree(out / "resumed" / "checkpoints" / "6")
+        resumed = trainer.train(runs["bigan_batch"], out / "resumed", bars)
+        arrays.update({f"resumed/{k}": v for k, v in flat(resumed.nets).items()})
     arrays["device_count"] = np.array(n)
     arrays["loaded_seed3"] = np.asarray(aaejax.load(out / "aae_seeds", seed_index=3).encode(np.zeros((1, 28, 28, 1))))
     np.savez(out / "params.npz", **arrays)
