@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 
 # PyTorch first, so the test extra's torch>=2.5 is already met (no CUDA build pulled in).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-compile "$(TORCH)"
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
 
