@@ -101,7 +101,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
             return perm_fn(keys, epoch), perm_fn(keys, epoch + 1), epoch
         return perm_fn(keys, step // steps_per_epoch)
 
-    def chunk(state, images, labels, keys, subsets, length: int):
+    def chunk(state, images, labels, length: int, *, keys, subsets):
         def body(carry, _):
             state, perm, step = carry
             idx, perm = batch_indices(keys, perm, step)
@@ -124,8 +124,8 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     # finds the same program (in JAX's persistent compilation cache) instead of compiling its own.
     if layout is not None:  # on every device, as the images (across processes too)
         keys, subsets = layout.put_replicated(keys), {k: layout.put_replicated(v) for k, v in subsets.items()}
-    jitted = jax.jit(chunk, static_argnames="length", donate_argnums=0)
-    return lambda state, images, labels, length: jitted(state, images, labels, keys, subsets, length=length)
+    # A partial of the jitted function: `.func.lower(..., **.keywords)` compiles it ahead of time.
+    return functools.partial(jax.jit(chunk, static_argnames="length", donate_argnums=0), keys=keys, subsets=subsets)
 
 
 def training_examples(dataset: data_lib.Dataset, config) -> tuple[np.ndarray, np.ndarray]:
