@@ -57,7 +57,10 @@ class Seeds:
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
                      layout=None, data_order: str = "epochs"):
-    """Returns jitted `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`.
+    """Returns `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`: a
+    `functools.partial` of the jitted chunk with the data keys and labelled subsets bound as
+    arguments, not constants of the program, so another seed finds the same compiled program in
+    JAX's persistent cache (`.func.lower(..., **.keywords)` compiles it ahead of time).
 
     `finite` says whether every float in the state is finite after the chunk. `data_order`:
     see aaejax/batching.py. `streams` ({name: (indices, batch size)}, model.labelled_streams)
@@ -68,14 +71,15 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     """
     seeds, streams = Seeds(num_seeds), streams or {}
     steps_per_epoch = num_examples // batch_size
-    keys = seeds.pick([jax.random.PRNGKey(int(d)) for d in np.atleast_1d(data_seed)])
+    place = jnp.asarray if layout is None else layout.put_replicated  # as the images: on every device
+    keys = place(seeds.pick([jax.random.PRNGKey(int(d)) for d in np.atleast_1d(data_seed)]))
+    subsets = {name: place(idx) for name, (idx, _) in streams.items()}
     perm_fn = seeds.map(lambda k, epoch: batching.epoch_permutation(k, epoch, num_examples), (0, None))
     index_fn = seeds.map(lambda perm, pos: batching.batch_indices(perm, pos, batch_size), (0, None))
     stream_fn = seeds.map(lambda perm, nxt, start: batching.stream_indices(perm, nxt, start, batch_size), (0, 0, None))
     extra_fns = {name: seeds.map(lambda k, subset, step, i=i, size=size: batching.subset_batch_indices(
         jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1 - i), step), subset, size), (0, 0, None))
         for i, (name, (_, size)) in enumerate(streams.items())}
-    subsets = {name: jnp.asarray(idx) for name, (idx, _) in streams.items()}
     step_fn, finite_fn = seeds.map(model.train_step, (0, 0)), seeds.map(state_is_finite)
 
     independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, num_examples, batch_size,
@@ -120,11 +124,6 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
         (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(keys, step0), step0), length=length)
         return state, metrics, finite_fn(state)
 
-    # The keys and labelled subsets are arguments, not constants of the program: another seed
-    # finds the same program (in JAX's persistent compilation cache) instead of compiling its own.
-    if layout is not None:  # on every device, as the images (across processes too)
-        keys, subsets = layout.put_replicated(keys), {k: layout.put_replicated(v) for k, v in subsets.items()}
-    # A partial of the jitted function: `.func.lower(..., **.keywords)` compiles it ahead of time.
     return functools.partial(jax.jit(chunk, static_argnames="length", donate_argnums=0), keys=keys, subsets=subsets)
 
 
