@@ -117,6 +117,11 @@ def cli_code(module: str, args, num_examples: int = 96) -> str:
     """)
 
 
+def checkpoint_steps(workdir) -> list[int]:
+    """The step directories a run left in workdir/checkpoints, as on disk (not through orbax)."""
+    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
+
+
 def assert_documented(out: dict) -> None:
     """docs/eval.md defines every key `evaluate` wrote."""
     documented = set(re.findall(r"^\| `([\w.]+)`", (REPO / "docs" / "eval.md").read_text(), re.M))

@@ -12,7 +12,7 @@ import pytest
 
 import aaejax
 from aaejax import parallel, trainer
-from conftest import cli_env, tiny_aae_config, tiny_bigan_config
+from conftest import checkpoint_steps, cli_env, tiny_aae_config, tiny_bigan_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,5 +139,5 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     run = tmp_path / "multi" / "run"
     assert [r["step"] for r in aaejax.writers.read_metrics(run)] == [3, 6]  # one writer, not two
     assert len(list((run / "samples").glob("*.png"))) == 4
-    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
+    assert checkpoint_steps(run) == [3, 6]
     assert aaejax.load(run).step == 6

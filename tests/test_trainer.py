@@ -19,7 +19,8 @@ from aaejax.aae import AAE
 from aaejax.bigan import BiGAN
 from aaejax.checkpoint import Checkpointer, CheckpointError, abstract_like
 from aaejax.configs import ConfigError
-from conftest import REPO, TINY_FLAGS, cli_code, cli_env, run_cli, tiny_aae_config, tiny_bigan_config, tiny_variant
+from conftest import (REPO, TINY_FLAGS, checkpoint_steps, cli_code, cli_env, run_cli, tiny_aae_config, tiny_bigan_config,
+                      tiny_variant)
 
 
 @pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
@@ -72,7 +73,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, bars):
 def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
     ckpt_dir = tmp_path / "checkpoints"
-    assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [20, 40]
+    assert checkpoint_steps(tmp_path) == [20, 40]
     for f in (ckpt_dir / "40" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
@@ -214,7 +215,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeyp
     monkeypatch.setattr(images, "signed", lambda x: signed(x) * jnp.nan)  # every later batch is NaN
     with pytest.raises(trainer.NonFiniteError, match="non-finite .* at step 21; nothing was saved after step 20"):
         trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["20"]
+    assert checkpoint_steps(tmp_path) == [20]
     chex.assert_trees_all_equal(aaejax.load(tmp_path).state, saved)
     assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20]
 
@@ -224,7 +225,7 @@ def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
     (tmp_path / "notes.txt").write_text("mine")  # not a run artifact: must survive
     state = trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars, overwrite=True)
     assert int(state.step) == 10  # a fresh run, not a resume
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["10"]
+    assert checkpoint_steps(tmp_path) == [10]
     assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3
     assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10]
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -291,7 +292,7 @@ def test_cli_end_to_end_on_mock_data(tmp_path, name):
     assert sorted(p.name for p in (workdir / "samples").glob("*.png")) == [
         "recon_0000008.png", "recon_0000012.png", "samples_0000008.png", "samples_0000012.png"]
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
-    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [8, 12]
+    assert checkpoint_steps(workdir) == [8, 12]
 
     model = aaejax.load(workdir)
     x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
@@ -363,7 +364,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "checkpoint saved" in err
-    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    steps = checkpoint_steps(workdir)
     assert len(steps) == 1 and steps[0] >= 15 and steps[0] % 5 == 0
     assert aaejax.load(workdir).step == steps[0]
 
@@ -398,7 +399,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
     time.sleep(random.Random(20261129).uniform(0.0, 0.5))  # the run lasts ~1 s more
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert max((int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit()), default=0) < 60  # mid-run
+    assert max(checkpoint_steps(killed), default=0) < 60  # killed mid-run
     done = run(killed)
     assert done.returncode == 0, done.stderr[-2000:]
     chex.assert_trees_all_equal(aaejax.load(tmp_path / "full").state, aaejax.load(killed).state)
