@@ -46,8 +46,9 @@ def main(out: Path) -> None:
         leaf = jax.tree_util.tree_leaves(state.nets)[0]
         arrays[f"{name}/num_shards"] = np.array(len(leaf.sharding.device_set))
         arrays.update({f"{name}/{k}": v for k, v in flat(state.nets).items()})
-    if n > 1:  # Resume, sharded: a copy of the BiGAN run loses its step-6 checkpoint (as if killed
-        # after step 3), and the same command resumes from the sharded step-3 checkpoint.
+    # Resume, sharded (1 device has nothing to shard): a copy of the BiGAN run loses its step-6
+    # checkpoint (as if killed after step 3), and the same command resumes from step 3.
+    if n > 1:
         shutil.copytree(out / "bigan_batch", out / "resumed")
         shutil.rmtree(out / "resumed" / "checkpoints" / "6")
         resumed = trainer.train(runs["bigan_batch"], out / "resumed", bars)
