@@ -26,10 +26,10 @@ def _stand_in_nvidia_smi(folder, works: bool):
 def test_make_install_chooses_cuda12_with_a_gpu_and_cpu_without(tmp_path):
     with_gpu = _make("-n", "install", path_prefix=_stand_in_nvidia_smi(tmp_path / "gpu", True)).stdout
     without = _make("-n", "install", path_prefix=_stand_in_nvidia_smi(tmp_path / "none", False)).stdout
-    assert "pip install -q -e '.[cuda12]'" in with_gpu
-    assert "pip install -q -e '.'" in without and "[cuda12]" not in without
+    assert "--compile-bytecode -e '.[cuda12]'" in with_gpu
+    assert "--compile-bytecode -e '.'" in without and "[cuda12]" not in without
     forced = _make("-n", "install", "ACCEL=cpu", path_prefix=_stand_in_nvidia_smi(tmp_path / "gpu", True)).stdout
-    assert "pip install -q -e '.'" in forced and "[cuda12]" not in forced
+    assert "--compile-bytecode -e '.'" in forced and "[cuda12]" not in forced
 
 
 def test_make_refuses_an_unknown_accelerator_and_model():
