@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,11 @@ class MetricWriter:
             with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
                 self._jsonl = open(self.workdir / "metrics.jsonl", "a")
             with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
+                # tensorboardX names the file by the second and the host and opens it with "wb": a
+                # second writer on this work dir within that second (a resume in the same process)
+                # would empty the first one's file. The suffix makes each writer's name its own.
+                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1,
+                                         filename_suffix=f".{os.getpid()}.{time.time_ns()}")
 
     @staticmethod
     def _writing(what: str, path: Path):

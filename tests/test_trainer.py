@@ -143,6 +143,22 @@ def test_resume_relogs_later_steps_once(tmp_path, bars):
     assert min(logged) == 30 and max(logged) == 40
 
 
+def test_two_writers_within_one_second_keep_their_own_event_files(tmp_path, monkeypatch):
+    """tensorboardX names an event file by the second and opens it with "wb": a second writer on
+    the same work dir within that second (a resume in the same process) keeps the first's events."""
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1764675000.25)  # both writers in the same second
+    for step, resume in ((10, 0), (20, 10)):
+        writer = aaejax.writers.MetricWriter(tmp_path, resume_step=resume)
+        writer.write(step, {"loss": float(step)})
+        writer.close()
+    files = list((tmp_path / "tensorboard").glob("events.out.tfevents.1764675000.*"))
+    assert len(files) == 2
+    logged = sorted(e.step for f in files for e in _tensorboard_events(f) if e.HasField("summary"))
+    assert logged == [10, 20]
+
+
 def test_killed_before_the_first_checkpoint_starts_over_cleanly(tmp_path, bars):
     """Metrics logged before any checkpoint committed (a kill in between) are not kept twice."""
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
