@@ -24,13 +24,14 @@ from aaejax import images, losses
 from aaejax.models import IMAGE_SHAPE, INITS, AAEDecoder, AAEEncoder, LatentDiscriminator
 from aaejax.optim import make_optimizers
 from aaejax.priors import PRIORS, PRIORS_2D, make_prior
+from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
 D_UPDATES = ("averaged", "two_batches")
 
 
-class AAE:
+class AAE(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the AAE with a continuous prior."""
 
     name = "aae"

@@ -33,6 +33,7 @@ from aaejax import augment, batching, images, losses
 from aaejax.models import IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
 from aaejax.optim import make_optimizers
 from aaejax.priors import Gaussian
+from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "disc_category", "disc_style")
@@ -44,7 +45,7 @@ def add_trees(a, b):
     return jax.tree_util.tree_map(jnp.add, a, b)
 
 
-class CategoricalAAE:
+class CategoricalAAE(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the semi-supervised / clustering AAE."""
 
     name = "aae"

@@ -8,22 +8,23 @@ the batch a call is made with.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import images, registry, rundir
+from aaejax import images, protocol, registry, rundir
 from aaejax.checkpoint import CheckpointError, Checkpointer
 
 
 class LoadedModel:
     def __init__(self, model, state, config, step: int):
         self.model, self.state, self.config, self.step = model, state, config, step
-        self._encode = jax.jit(model.encode)
-        self._decode = jax.jit(model.decode)
-        self._sample = jax.jit(model.sample, static_argnums=2)
+        self._encode = functools.partial(protocol.encode, model=model)
+        self._decode = functools.partial(protocol.decode, model=model)
+        self._sample = functools.partial(protocol.sample, model=model)
 
     @property
     def latent_dim(self) -> int:

@@ -26,6 +26,7 @@ from aaejax import batching, images, losses
 from aaejax.models import BN_FLAVOURS, IMAGE_SHAPE, INITS, BiGANEncoder, BiGANGenerator, JointDiscriminator
 from aaejax.optim import make_optimizers
 from aaejax.priors import make_prior
+from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState, all_finite
 
 NETS = ("generator", "encoder", "discriminator")
@@ -41,7 +42,7 @@ def _forward(module, net: NetState, params, inputs):
     return out, upd["batch_stats"]
 
 
-class BiGAN:
+class BiGAN(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the BiGAN."""
 
     name = "bigan"

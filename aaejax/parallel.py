@@ -100,6 +100,15 @@ class Layout:
         self.seed_axis = int(config.num_seeds) > 1
         self.replicated = NamedSharding(self.mesh, P())
 
+    def _key(self) -> tuple:
+        return self.mesh, self.mode, self.seed_axis
+
+    def __eq__(self, other) -> bool:  # by value: a static argument of the compiled chunk
+        return isinstance(other, Layout) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     @property
     def state(self) -> NamedSharding:
         """Every state leaf (with a leading seed axis when num_seeds > 1)."""

@@ -6,12 +6,32 @@ a model converts to its own scale inside (aaejax/images.py).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import jax
 import numpy as np
 
 from aaejax.state import TrainState
+
+
+class ConfigEquality:
+    """A model is a pure function of its config: two built from equal configs are equal and hash
+    alike. The trainer and `aaejax.load` jit module-level functions with the model as a static
+    argument, so every run or load of an equal config in one process reuses one trace and one
+    compiled program (a bound method, jitted afresh, is traced and lowered again each time)."""
+
+    config: Any
+
+    @functools.cached_property
+    def _config_key(self) -> tuple:  # once: a model's config is not changed after it is built
+        return type(self), self.config.to_json_best_effort(sort_keys=True)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ConfigEquality) and self._config_key == other._config_key
+
+    def __hash__(self) -> int:
+        return hash(self._config_key)
 
 
 class Model(Protocol):
@@ -56,3 +76,27 @@ class Model(Protocol):
 
     def report(self, state: TrainState, dataset) -> dict:
         """Model-specific entries of the report card (evaluate), from host uint8 data."""
+
+
+# The protocol's image functions, jitted with the model as a static argument (ConfigEquality):
+# the trainer's sample grids and `aaejax.load` share one trace per config and shape.
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def encode(state: TrainState, x01: jax.Array, *, model: Model) -> jax.Array:
+    return model.encode(state, x01)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def decode(state: TrainState, z: jax.Array, labels: jax.Array | None = None, *, model: Model) -> jax.Array:
+    return model.decode(state, z, labels)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "model"))
+def sample(state: TrainState, key: jax.Array, n: int, labels: jax.Array | None = None, *, model: Model) -> jax.Array:
+    return model.sample(state, key, n, labels)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def reconstruct(state: TrainState, x01: jax.Array, labels: jax.Array | None = None, *, model: Model) -> jax.Array:
+    return model.reconstruct(state, x01, labels)

@@ -13,17 +13,19 @@ axis or the batch on the device mesh, so the same chunk runs on one device or ma
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from aaejax import batching, images, parallel, registry, rundir, writers
+from aaejax import batching, images, parallel, protocol, registry, rundir, writers
 from aaejax import data as data_lib
 from aaejax.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
@@ -55,10 +57,24 @@ class Seeds:
         return jax.tree_util.tree_map(lambda x: x[0], tree) if self.n > 1 else tree
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkSpec:
+    """What a compiled chunk is specialised on: its static argument. Hashable (the model and the
+    layout compare by value), so every run of an equal spec in one process shares one trace."""
+
+    model: Any
+    batch_size: int
+    num_examples: int
+    num_seeds: int = 1
+    stream_sizes: tuple[tuple[str, int], ...] = ()  # (name, batch size) of model.labelled_streams
+    layout: parallel.Layout | None = None
+    data_order: str = "epochs"
+
+
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
                      layout=None, data_order: str = "epochs"):
     """Returns `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`: a
-    `functools.partial` of the jitted chunk with the data keys and labelled subsets bound as
+    `functools.partial` of the jitted `train_chunk` with its data keys and labelled subsets bound as
     arguments, not constants of the program, so another seed finds the same compiled program in
     JAX's persistent cache (`.func.lower(..., **.keywords)` compiles it ahead of time).
 
@@ -70,61 +86,78 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     state's and the batches' shardings on the device mesh.
     """
     seeds, streams = Seeds(num_seeds), streams or {}
-    steps_per_epoch = num_examples // batch_size
+    spec = ChunkSpec(model, batch_size, num_examples, num_seeds, tuple((n, size) for n, (_, size) in streams.items()),
+                     layout, data_order)
     place = jnp.asarray if layout is None else layout.put_replicated  # as the images: on every device
     keys = place(seeds.pick([jax.random.PRNGKey(int(d)) for d in np.atleast_1d(data_seed)]))
     subsets = {name: place(idx) for name, (idx, _) in streams.items()}
-    perm_fn = seeds.map(lambda k, epoch: batching.epoch_permutation(k, epoch, num_examples), (0, None))
-    index_fn = seeds.map(lambda perm, pos: batching.batch_indices(perm, pos, batch_size), (0, None))
-    stream_fn = seeds.map(lambda perm, nxt, start: batching.stream_indices(perm, nxt, start, batch_size), (0, 0, None))
+    return functools.partial(train_chunk, keys=keys, subsets=subsets, spec=spec)
+
+
+@functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=0)
+def train_chunk(state, images, labels, length: int, *, keys, subsets, spec: ChunkSpec):
+    """`length` train steps in one `lax.scan`, each gathering its batch on the device."""
+    seeds, layout, n, b = Seeds(spec.num_seeds), spec.layout, spec.num_examples, spec.batch_size
+    steps_per_epoch, order = n // b, spec.data_order
+    perm_fn = seeds.map(lambda k, epoch: batching.epoch_permutation(k, epoch, n), (0, None))
+    index_fn = seeds.map(lambda perm, pos: batching.batch_indices(perm, pos, b), (0, None))
+    stream_fn = seeds.map(lambda perm, nxt, start: batching.stream_indices(perm, nxt, start, b), (0, 0, None))
     extra_fns = {name: seeds.map(lambda k, subset, step, i=i, size=size: batching.subset_batch_indices(
         jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1 - i), step), subset, size), (0, 0, None))
-        for i, (name, (_, size)) in enumerate(streams.items())}
-    step_fn, finite_fn = seeds.map(model.train_step, (0, 0)), seeds.map(state_is_finite)
+        for i, (name, size) in enumerate(spec.stream_sizes)}
+    step_fn, finite_fn = seeds.map(spec.model.train_step, (0, 0)), seeds.map(state_is_finite)
+    independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, n, b, order), (0, None))
 
-    independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, num_examples, batch_size,
-                                                                            data_order), (0, None))
-
-    def batch_indices(keys, perm, step):
+    def batch_indices(perm, step):
         """(indices of this step's batch, the carried permutation(s))."""
-        if data_order in ("random_subsets", "with_replacement"):
+        if order in ("random_subsets", "with_replacement"):
             return independent_fn(keys, step), perm
-        if data_order == "stream":  # perm = (order of the position's epoch, of the next one, epoch)
-            (cur, nxt, carried), (epoch, start) = perm, jnp.divmod(step * batch_size, num_examples)
+        if order == "stream":  # perm = (order of the position's epoch, of the next one, epoch)
+            (cur, nxt, carried), (epoch, start) = perm, jnp.divmod(step * b, n)
             cur, nxt = jax.lax.cond(epoch == carried, lambda: (cur, nxt), lambda: (nxt, perm_fn(keys, epoch + 1)))
             return stream_fn(cur, nxt, start), (cur, nxt, epoch)
         epoch, pos = jnp.divmod(step, steps_per_epoch)
         perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
         return index_fn(perm, pos), perm
 
-    def first_perm(keys, step):
-        if data_order in ("random_subsets", "with_replacement"):
+    def first_perm(step):
+        if order in ("random_subsets", "with_replacement"):
             return jnp.zeros((), jnp.int32)  # nothing carried
-        if data_order == "stream":
-            epoch = step * batch_size // num_examples
+        if order == "stream":
+            epoch = step * b // n
             return perm_fn(keys, epoch), perm_fn(keys, epoch + 1), epoch
         return perm_fn(keys, step // steps_per_epoch)
 
-    def chunk(state, images, labels, length: int, *, keys, subsets):
-        def body(carry, _):
-            state, perm, step = carry
-            idx, perm = batch_indices(keys, perm, step)
-            batch = {"image": images[idx], "label": labels[idx]}
-            for name, fn in extra_fns.items():
-                extra = fn(keys, subsets[name], step)
-                batch.update({f"{name}_image": images[extra], f"{name}_label": labels[extra]})
-            if layout is not None:
-                batch = layout.constrain_batch(batch)
-            state, metrics = step_fn(state, batch)
-            if layout is not None:
-                state = layout.constrain_state(state)
-            return (state, perm, step + 1), metrics
+    def body(carry, _):
+        state, perm, step = carry
+        idx, perm = batch_indices(perm, step)
+        batch = {"image": images[idx], "label": labels[idx]}
+        for name, fn in extra_fns.items():
+            extra = fn(keys, subsets[name], step)
+            batch.update({f"{name}_image": images[extra], f"{name}_label": labels[extra]})
+        if layout is not None:
+            batch = layout.constrain_batch(batch)
+        state, metrics = step_fn(state, batch)
+        if layout is not None:
+            state = layout.constrain_state(state)
+        return (state, perm, step + 1), metrics
 
-        step0 = state.step[0] if num_seeds > 1 else state.step  # all seeds step together
-        (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(keys, step0), step0), length=length)
-        return state, metrics, finite_fn(state)
+    step0 = state.step[0] if spec.num_seeds > 1 else state.step  # all seeds step together
+    (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(step0), step0), length=length)
+    return state, metrics, finite_fn(state)
 
-    return functools.partial(jax.jit(chunk, static_argnames="length", donate_argnums=0), keys=keys, subsets=subsets)
+
+@functools.partial(jax.jit, static_argnames=("model", "num_seeds", "layout"))
+def init_states(keys: jax.Array, *, model, num_seeds: int, layout: parallel.Layout):
+    """Fresh states of a run's models (keys [S], or one key without a seed axis), placed as the
+    layout says."""
+    return layout.constrain_state(Seeds(num_seeds).map(model.init)(keys))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_seeds"))
+def prepare_evals(state, train_images: jax.Array, keys: jax.Array, *, model, num_seeds: int):
+    """model.prepare_eval of each of a run's models."""
+    return Seeds(num_seeds).map(model.prepare_eval, (0, None, 0))(state, train_images, keys)
 
 
 def training_examples(dataset: data_lib.Dataset, config) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +211,8 @@ class Run:
         per_seed = [model.labelled_streams(train_labels, config.seed + i) for i in range(self.seeds.n)]
         self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
                                size) for name, (_, size) in per_seed[0].items()}
-        self.prepare = jax.jit(self.seeds.map(model.prepare_eval, (0, None, 0)))
-        self.reconstruct, self.sample = jax.jit(model.reconstruct), jax.jit(model.sample, static_argnums=2)
+        self.reconstruct = functools.partial(protocol.reconstruct, model=model)
+        self.sample = functools.partial(protocol.sample, model=model)
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
             multihost_utils.process_allgather, tiled=True)
@@ -212,7 +245,7 @@ class Run:
         config.json (now that the work dir's checkpoints are known to be this model's) and drops
         metrics logged after the restored step (those steps are trained, and logged, again)."""
         config = self.config
-        state = jax.jit(self.seeds.map(self.model.init), out_shardings=self.layout.state)(self.init_keys)
+        state = init_states(self.init_keys, model=self.model, num_seeds=self.seeds.n, layout=self.layout)
 
         def check_meta(meta):
             if meta.get("model") != config.model:
@@ -240,7 +273,7 @@ class Run:
         """BatchNorm population statistics (BiGAN), recomputed before every save and grid; the
         training steps use batch statistics, so this does not change what is learned."""
         fold_in = self.seeds.map(jax.random.fold_in, (0, None))
-        return self.prepare(state, self.images, fold_in(self.eval_keys, step))
+        return prepare_evals(state, self.images, fold_in(self.eval_keys, step), model=self.model, num_seeds=self.seeds.n)
 
     def save(self, step: int, state) -> None:
         meta = {"model": self.config.model, "step": step, "num_seeds": self.seeds.n,

@@ -7,6 +7,7 @@ interpolations, loss curves from metrics.jsonl.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -56,6 +57,11 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     return out
 
 
+def _fresh_state(key, train_images, *, model):
+    """An untrained model's state with its BatchNorm statistics (the random-encoder baseline)."""
+    return model.prepare_eval(model.init(key), train_images, key)
+
+
 def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifier: bool, random_baseline: bool,
                   knn_pixels: bool, classifier_cache, dataset, step: int | None = None) -> dict:
     import jax
@@ -64,7 +70,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
 
     import aaejax
     from aaejax import evaluation as ev
-    from aaejax import images
+    from aaejax import images, protocol
 
     m = aaejax.load(workdir, seed_index, step=step)
     ds = dataset
@@ -73,7 +79,8 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
 
         train_images, _ = trainer.training_examples(ds, m.config)
         eval_key = aaejax.api.initial_keys(int(m.config.seed) + seed_index)[1]
-        m.state = jax.jit(m.model.prepare_eval)(m.state, jnp.asarray(train_images), jax.random.fold_in(eval_key, 0))
+        m.state = trainer.prepare_evals(m.state, jnp.asarray(train_images), jax.random.fold_in(eval_key, 0),
+                                        model=m.model, num_seeds=1)
     train_u8 = jnp.asarray(ds.train_images)  # on the device once: the baselines read it too
     test, train = images.unit(jnp.asarray(ds.test_images)), images.unit(train_u8)
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,
@@ -112,15 +119,14 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     timings["model_report"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    enc = jax.jit(m.model.encode)
+    enc = functools.partial(protocol.encode, model=m.model)
     z_train, z_test = ev.batched(lambda x: enc(m.state, x), train), ev.batched(lambda x: enc(m.state, x), test)
     out["knn1_acc"] = ev.knn1_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
     out["linear_probe_acc"] = ev.linear_probe_accuracy(z_train, ds.train_labels, z_test, ds.test_labels)
     key = jax.random.PRNGKey(12345)
     if random_baseline:
         # Jitted: op by op, a fresh init and its BatchNorm statistics take seconds to dispatch.
-        fresh = jax.jit(lambda k, images_: m.model.prepare_eval(m.model.init(k), images_, k))
-        random_state = fresh(key, train_u8)
+        random_state = jax.jit(_fresh_state, static_argnames="model")(key, train_u8, model=m.model)
         r_train = ev.batched(lambda x: enc(random_state, x), train)
         r_test = ev.batched(lambda x: enc(random_state, x), test)
         out["knn1_acc_random_encoder"] = ev.knn1_accuracy(r_train, ds.train_labels, r_test, ds.test_labels)

@@ -24,6 +24,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -153,3 +154,13 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def bars():
     return bars_dataset()
+
+
+@pytest.fixture
+def retrace():
+    """For a test that patches what a jitted program calls: the trainer's programs take the model
+    as a static argument (equal configs share a trace in a process), so JAX's caches are cleared
+    before the test (the patch takes effect) and after it (no later test runs the patched trace)."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()

@@ -24,7 +24,7 @@ from conftest import (REPO, TINY_FLAGS, checkpoint_steps, cli_code, cli_env, run
 
 
 @pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
-def test_chunk_does_not_retrace(bars, make_config):
+def test_chunk_does_not_retrace(bars, make_config, retrace):
     config = make_config()
     model = registry.build_model(config)
     model.train_step = chex.assert_max_traces(model.train_step, n=1)  # traced once: one compile
@@ -224,7 +224,7 @@ def test_bad_config_is_refused_before_any_work(tmp_path, field, value, match):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeypatch):
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeypatch, retrace):
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
     saved = aaejax.load(tmp_path).state
     signed = images.signed
@@ -247,7 +247,7 @@ def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch):
+def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch, retrace):
     """Batches that make the loss NaN: stop by default; with skip_nonfinite their updates are
     dropped (optax.apply_if_finite), counted, and the run finishes with a finite state."""
     signed = images.signed
@@ -264,7 +264,8 @@ def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch):
     assert 0 < skipped < 40
 
 
-def test_skip_nonfinite_keeps_the_batchnorm_statistics_of_a_skipped_update(tmp_path, bars, monkeypatch):
+def test_skip_nonfinite_keeps_the_batchnorm_statistics_of_a_skipped_update(tmp_path, bars, monkeypatch,
+                                                                           retrace):
     """BiGAN: a skipped update keeps the parameters, and the BatchNorm statistics with them (a NaN
     forward pass would otherwise leave NaN statistics and stop the run)."""
     unit, train_step = images.unit, BiGAN.train_step

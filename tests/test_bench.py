@@ -1,0 +1,17 @@
+"""`make bench`'s first-step child (experiments/bench.py), at test size: it compiles the training
+chunk ahead of time through make_train_chunk's partial, the one path no training run takes."""
+
+import json
+
+from conftest import tiny_aae_config
+from experiments import bench
+
+
+def test_first_step_child_compiles_ahead_and_trains_one_chunk(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "N_TRAIN", 256)
+    monkeypatch.setattr(bench, "_config", lambda model, batch_size: tiny_aae_config(batch_size=batch_size))
+    bench._first_step_child("aae")
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # compiled first, then one chunk of log_every (10) steps; a step is a tenth of that chunk's run
+    assert 0 < out["to_compiled_s"] < out["first_step_s"] < out["first_chunk_s"]
+    assert out["first_step_s"] == out["to_compiled_s"] + (out["first_chunk_s"] - out["to_compiled_s"]) / 10
