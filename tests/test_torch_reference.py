@@ -17,12 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from aaejax import registry  # noqa: E402
-from conftest import bars_dataset  # noqa: E402
-from experiments import bigan as bigan_exp  # noqa: E402
-from experiments import torch_bigan  # noqa: E402
+from aaejax import registry
+from conftest import bars_dataset
+from experiments import bigan as bigan_exp
 
 # Which Linear of each program network holds which of our Dense layers (nn.Sequential indices).
 LAYERS = {"generator": ("G", {"Dense_0": 0, "Dense_1": 2, "Dense_2": 5}),
@@ -53,6 +50,10 @@ def _theirs_as_ours(name, dense, kernel, bias):
 
 
 def _programs(dtype):
+    import torch
+
+    from experiments import torch_bigan
+
     torch.manual_seed(0)
     model = registry.build_model(bigan_exp.get_config("seed"))
     state = model.init(jax.random.PRNGKey(0))
@@ -68,6 +69,10 @@ def _programs(dtype):
 
 
 def _train(model, state, nets, steps, dtype):
+    import torch
+
+    from experiments import torch_bigan
+
     optimizers, schedulers = torch_bigan.make_optimizers(nets["generator"], nets["encoder"], nets["discriminator"])
     data = bars_dataset(n_train=512, n_test=8)
     step = jax.jit(model.train_step)
@@ -104,7 +109,10 @@ def _compare(state, nets, rtol, atol, lr_atol, stray=0.0):
 
 
 @pytest.mark.slow
-def test_seed_bigan_matches_the_pytorch_program_after_1_step_in_float32():
+def test_seed_bigan_matches_the_pytorch_program():
+    """One step in float32, then ten in float64 (see above). One test, so one process imports
+    PyTorch (not at collection: with torch._dynamo, which torch.optim loads, 4.8 s without .pyc)."""
+    torch = pytest.importorskip("torch")
     model, state, nets = _programs(np.float32)
     state = _train(model, state, nets, 1, np.float32)
     # Some entries in a million have a gradient near Adam's eps (e.g. where the loss's gradient
@@ -113,9 +121,6 @@ def test_seed_bigan_matches_the_pytorch_program_after_1_step_in_float32():
     # 784 output biases off by 3e-6 = 1.6 % of lr with the tests' XLA flags).
     _compare(state, nets, rtol=1e-4, atol=2e-6, lr_atol=4e-4, stray=1e-4)
 
-
-@pytest.mark.slow
-def test_seed_bigan_matches_the_pytorch_program_after_10_steps_in_float64():
     with jax.enable_x64(True):
         torch.set_default_dtype(torch.float64)
         try:
