@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml
 # its import without .pyc 2.5 s more, in at most two test processes. Then uv adds pytest, also
 # not byte-compiled (its --compile-bytecode compiles the whole venv, PyTorch too): 0.3 s for uv
 # against pip's 2.6 s, and pytest's import takes 0.2 s longer in each of its three processes.
+# (A venv installed before uv was used has the package but not uv: hence the test -x.)
 $(TEST_STAMP): $(STAMP)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-compile "$(TORCH)"
+	test -x $(UV) || $(PY) -m pip install -q uv
 	$(UV) pip install -q --python $(PY) -e '.[test]'
 	touch $(TEST_STAMP)
 

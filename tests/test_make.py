@@ -37,3 +37,19 @@ def test_make_refuses_an_unknown_accelerator_and_model():
     assert proc.returncode != 0 and "unknown ACCEL='tpu'" in proc.stderr
     proc = _make("-s", "train", "MODEL=vae")
     assert proc.returncode != 0 and "unknown MODEL='vae'" in proc.stderr
+
+
+def test_make_test_in_a_venv_from_before_uv_installs_uv_first(tmp_path):
+    """A venv that `make install` set up with pip has the package's stamp but no uv: `make test`
+    installs uv into it before using it, and does not install the package again."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed-cpu").touch()  # newer than pyproject.toml: the package is installed
+    proc = subprocess.run(["make", "-n", "test", f"VENV={venv}", "ACCEL=cpu"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stderr
+    provide = next(i for i, line in enumerate(lines) if f"test -x {venv}/bin/uv ||" in line)
+    use = next(i for i, line in enumerate(lines) if f"{venv}/bin/uv pip install" in line)
+    assert provide < use and "pip install -q uv" in lines[provide]
+    assert not any("-m venv" in line or "--compile-bytecode" in line for line in lines)  # no reinstall
