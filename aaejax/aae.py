@@ -37,7 +37,7 @@ class AAE(ConfigEquality):
     name = "aae"
 
     def __init__(self, config):
-        self.config = config
+        self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
         self.latent_dim = int(config.latent_dim)
         self.encoder = AAEEncoder(self.latent_dim, tuple(config.hidden), config.init)
         self.decoder = AAEDecoder(tuple(config.hidden), config.init)

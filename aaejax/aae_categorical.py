@@ -52,7 +52,7 @@ class CategoricalAAE(ConfigEquality):
     needs_labels = False  # decode() takes labels only to replace the code's category part
 
     def __init__(self, config):
-        self.config = config
+        self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
         self.num_categories, self.style_dim = int(config.num_categories), int(config.style_dim)
         self.latent_dim = self.num_categories + self.style_dim  # the code: concat(softmax y, z)
         self.encoder = CategoricalEncoder(self.num_categories, self.style_dim, tuple(config.hidden), config.init)

@@ -49,7 +49,7 @@ class BiGAN(ConfigEquality):
     needs_labels = False
 
     def __init__(self, config):
-        self.config = config
+        self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
         self.latent_dim = int(config.latent_dim)
         common = dict(hidden_bias=config.hidden_bias, output_bias=config.output_bias, bn_affine=config.bn_affine,
                       bn_flavour=config.bn_flavour, init_std=config.init_std or None, init_kind=config.init)

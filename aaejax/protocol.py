@@ -19,12 +19,15 @@ class ConfigEquality:
     """A model is a pure function of its config: two built from equal configs are equal and hash
     alike. The trainer and `aaejax.load` jit module-level functions with the model as a static
     argument, so every run or load of an equal config in one process reuses one trace and one
-    compiled program (a bound method, jitted afresh, is traced and lowered again each time)."""
+    compiled program (a bound method, jitted afresh, is traced and lowered again each time).
+
+    Each model keeps its own copy of the config it was built from, so a caller changing its config
+    afterwards (a loaded run's `m.config`, say) changes neither the model nor its key."""
 
     config: Any
 
     @functools.cached_property
-    def _config_key(self) -> tuple:  # once: a model's config is not changed after it is built
+    def _config_key(self) -> tuple:
         return type(self), self.config.to_json_best_effort(sort_keys=True)
 
     def __eq__(self, other) -> bool:

@@ -36,6 +36,24 @@ def test_chunk_does_not_retrace(bars, make_config, retrace):
     assert int(state.step) == 45
 
 
+def test_models_of_equal_configs_share_one_trace(bars, monkeypatch, retrace):
+    """Models compare and hash by their config, each keeping its own copy of it; the chunks of two
+    runs of equal configs are one compiled program, traced once."""
+    config = tiny_aae_config()
+    a, b = AAE(config), AAE(tiny_aae_config())
+    assert a == b and hash(a) == hash(b)
+    assert a != AAE(tiny_aae_config(latent_dim=3)) and a != BiGAN(tiny_bigan_config())
+    config.latent_dim = 3  # the caller's config changes afterwards: the model does not
+    assert a.config.latent_dim == 4 and a == b
+    traces, step = [], AAE.train_step
+    monkeypatch.setattr(AAE, "train_step", lambda self, state, batch: traces.append(1) or step(self, state, batch))
+    x, y = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
+    for model in (a, b):
+        chunk = trainer.make_train_chunk(model, 16, x.shape[0], data_seed=0)
+        chunk(model.init(jax.random.PRNGKey(0)), x, y, length=2)
+    assert len(traces) == 1
+
+
 def test_chunk_equals_single_steps(bars):
     """The scan gathers the same batches as stepping one by one through the epoch permutation."""
     config = tiny_aae_config()
