@@ -71,12 +71,30 @@ class ChunkSpec:
     data_order: str = "epochs"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainChunk:
+    """`chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`: the jitted
+    `train_chunk` with a run's data keys and labelled subsets, which are its arguments, not
+    constants of the program, so another seed finds the same compiled program in JAX's
+    persistent cache."""
+
+    spec: ChunkSpec
+    keys: jax.Array
+    subsets: dict
+
+    def __call__(self, state, images, labels, length: int):
+        return train_chunk(state, images, labels, length=length, keys=self.keys, subsets=self.subsets, spec=self.spec)
+
+    def compile(self, state, images, labels, length: int):
+        """Compiled ahead of time (`make bench` times it): `(state, images, labels)` -> as a call."""
+        compiled = train_chunk.lower(state, images, labels, length=length, keys=self.keys, subsets=self.subsets,
+                                     spec=self.spec).compile()
+        return lambda state, images, labels: compiled(state, images, labels, keys=self.keys, subsets=self.subsets)
+
+
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
-                     layout=None, data_order: str = "epochs"):
-    """Returns `chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`: a
-    `functools.partial` of the jitted `train_chunk` with its data keys and labelled subsets bound as
-    arguments, not constants of the program, so another seed finds the same compiled program in
-    JAX's persistent cache (`.func.lower(..., **.keywords)` compiles it ahead of time).
+                     layout=None, data_order: str = "epochs") -> TrainChunk:
+    """The chunk of `log_every` steps that training runs (TrainChunk).
 
     `finite` says whether every float in the state is finite after the chunk. `data_order`:
     see aaejax/batching.py. `streams` ({name: (indices, batch size)}, model.labelled_streams)
@@ -91,7 +109,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     place = jnp.asarray if layout is None else layout.put_replicated  # as the images: on every device
     keys = place(seeds.pick([jax.random.PRNGKey(int(d)) for d in np.atleast_1d(data_seed)]))
     subsets = {name: place(idx) for name, (idx, _) in streams.items()}
-    return functools.partial(train_chunk, keys=keys, subsets=subsets, spec=spec)
+    return TrainChunk(spec, keys, subsets)
 
 
 @functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=0)
@@ -211,8 +229,6 @@ class Run:
         per_seed = [model.labelled_streams(train_labels, config.seed + i) for i in range(self.seeds.n)]
         self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
                                size) for name, (_, size) in per_seed[0].items()}
-        self.reconstruct = functools.partial(protocol.reconstruct, model=model)
-        self.sample = functools.partial(protocol.sample, model=model)
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
             multihost_utils.process_allgather, tiled=True)
@@ -283,10 +299,10 @@ class Run:
     def write_samples(self, step: int, state) -> None:
         """Reconstructions of 64 test images and 64 prior samples, of the first model."""
         s = self.seeds.first(state)
-        recon = np.asarray(self.reconstruct(s, self.fixed_inputs, self.fixed_labels))
+        recon = np.asarray(protocol.reconstruct(s, self.fixed_inputs, self.fixed_labels, model=self.model))
         pairs = writers.side_by_side(np.asarray(self.fixed_inputs), recon)
         self.writer.image("recon", step, writers.image_grid(pairs, ncols=8))
-        samples = np.asarray(self.sample(s, self.sample_keys[0], 64))
+        samples = np.asarray(protocol.sample(s, self.sample_keys[0], 64, model=self.model))
         self.writer.image("samples", step, writers.image_grid(samples, ncols=8))
 
     def finish(self, pending, step: int):

@@ -1,5 +1,5 @@
 """`make bench`'s first-step child (experiments/bench.py), at test size: it compiles the training
-chunk ahead of time through make_train_chunk's partial, the one path no training run takes."""
+chunk ahead of time (TrainChunk.compile), the one path no training run takes."""
 
 import json
 
