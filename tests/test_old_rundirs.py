@@ -1,10 +1,12 @@
 """Run dirs written by older code still load and resume (issue #23, outcome 4).
 
 tests/fixtures/rundirs_86008c2/ holds tiny runs of three default configs written by commit 86008c2
-(before the code-shape refactor; generated on the bars set of conftest.bars_dataset(64, 64)):
-trained to step 8 with checkpoints every 4 steps, then cut back to step 4 as if killed after that
-checkpoint. Today's code resumes each to step 8 and must land on the very parameters a fresh run
-of today's code reaches.
+(before the code-shape refactor, and the last commit with the options it removed), by
+tests/fixtures/make_rundirs_86008c2.py run in a checkout of that commit: trained to step 8 on
+conftest.bars_dataset(64, 64) with checkpoints every 4 steps, then cut back to step 4 as if killed
+after that checkpoint. Their config.json files hold the removed options at their "off" values.
+Today's code resumes each to step 8 and must land on the very parameters a fresh run of today's
+code reaches.
 """
 
 import json
@@ -15,7 +17,7 @@ import chex
 import pytest
 
 import aaejax
-from aaejax import rundir, trainer
+from aaejax import configs, rundir, trainer
 from conftest import bars_dataset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rundirs_86008c2"
@@ -25,6 +27,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "rundirs_86008c2"
 def test_old_run_dir_loads_and_resumes(tmp_path, name):
     workdir = tmp_path / name
     shutil.copytree(FIXTURES / name, workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    removed = configs.REMOVED_FIELDS[saved["model"]]
+    assert {field: saved[field] for field in removed} == removed  # written by 86008c2, options off
     old = aaejax.load(workdir)
     assert old.step == 4 and old.sample(2).shape == (2, 28, 28, 1)
     bars = bars_dataset(n_train=64, n_test=64)
@@ -38,3 +43,17 @@ def test_old_run_dir_loads_and_resumes(tmp_path, name):
     # (seen: 6e-8 on weights of 1e-2, 2e-6 on an Adam moment after 4 more steps); a wrong resume
     # moves a weight by about the learning rate (2e-4) per step.
     chex.assert_trees_all_close(resumed, fresh, atol=1e-5, rtol=1e-4)
+
+
+def test_old_run_dir_that_used_a_removed_option_is_refused_in_one_line(tmp_path):
+    workdir = tmp_path / "aae_seed"
+    shutil.copytree(FIXTURES / "aae_seed", workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**saved, "disc_noise": 0.3}))
+    for read in (rundir.read_config, aaejax.load):
+        with pytest.raises(configs.ConfigError) as e:
+            read(workdir)
+        assert str(e.value) == (
+            "this run used disc_noise=0.3, an option removed after commit 86008c2 (docs/results.md "
+            "has its measurements); check out that commit to load or resume it")
+    assert json.loads((workdir / "config.json").read_text())["disc_noise"] == 0.3  # left as it was
