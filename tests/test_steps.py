@@ -22,12 +22,14 @@ def naive_aae_step(model, state, batch):
     cfg, nets = model.config, dict(state.nets)
     x = images.signed(batch["image"])
     draws = model.draws(state, batch)
+    onehot = jax.nn.one_hot(batch["label"], model.num_classes)
+    with_label = lambda z, flag: jnp.concatenate([z, onehot], -1) if flag else z
 
     def codes(enc_params, eps):
         mu, log_var = model.encoder.apply({"params": enc_params}, x)
         return mu + jnp.exp(0.5 * log_var) * eps
 
-    d = lambda p, z: model.discriminator.apply({"params": p}, z)
+    d = lambda p, z: model.discriminator.apply({"params": p}, with_label(z, model.conditioned))
     fake = jax.lax.stop_gradient(codes(nets["encoder"].params, draws["eps_d"]))
     if cfg.d_update == "two_batches":  # an update on the prior codes, then one on the encoded ones
         for z, label in ((draws["z_real"], 1.0), (fake, 0.0)):
@@ -40,7 +42,7 @@ def naive_aae_step(model, state, batch):
 
     def ae_loss(enc_params, dec_params):
         z = codes(enc_params, draws["eps"])
-        rec = losses.mse(model.decoder.apply({"params": dec_params}, z), x)
+        rec = losses.mse(model.decoder.apply({"params": dec_params}, with_label(z, model.supervised)), x)
         adv = losses.fooling_loss(d(nets["discriminator"].params, z))
         return cfg.recon_weight * rec + cfg.adv_weight * adv
 
@@ -80,10 +82,11 @@ def naive_categorical_step(model, state, batch):
     def sup(ep, dp):
         clean = images.signed(augment.random_view(d["k_shift"], batch["labelled_image"], cfg.augment_rotation,
                                                   cfg.labelled_shift))
-        logits, z = enc(ep, clean)
+        noisy = clean + cfg.input_noise * jax.random.normal(d["k_noise_l"], clean.shape)
+        logits, z = enc(ep, noisy)
         code = jnp.concatenate([jax.nn.one_hot(batch["labelled_label"], model.num_categories), z], -1)
-        return (cfg.supervised_weight * losses.supervised_ce(logits, batch["labelled_label"])
-                + cfg.recon_weight * losses.mse(model.decoder.apply({"params": dp}, code), clean))
+        rebuilt = losses.mse(model.decoder.apply({"params": dp}, code), clean) if cfg.labelled_recon else 0.0
+        return cfg.supervised_weight * losses.supervised_ce(logits, batch["labelled_label"]) + cfg.recon_weight * rebuilt
 
     if cfg.phases == "joint":
         update_discriminators(*enc(nets["encoder"].params, d["x_in"]))
@@ -98,6 +101,11 @@ def naive_categorical_step(model, state, batch):
     nets["decoder"] = _apply(model, nets["decoder"], g_dec, "decoder")
     update_discriminators(*enc(nets["encoder"].params, d["x_in"]))
     nets["encoder"] = _apply(model, nets["encoder"], jax.grad(reg)(nets["encoder"].params), "encoder")
+    if model.semi_supervised:
+        g_enc, g_dec = jax.grad(sup, argnums=(0, 1))(nets["encoder"].params, nets["decoder"].params)
+        nets["encoder"] = _apply(model, nets["encoder"], g_enc, "encoder")
+        if cfg.labelled_recon:
+            nets["decoder"] = _apply(model, nets["decoder"], g_dec, "decoder")
     return nets
 
 
@@ -142,7 +150,12 @@ def naive_bigan_step(model, state, batch):
 CASES = {
     "aae_seed_two_batches": (lambda: tiny_aae_config(), naive_aae_step, 0),
     "aae_paper_averaged": (lambda: tiny_variant("paper", hidden=(64, 64), disc_hidden=(32, 32)), naive_aae_step, 0),
+    "aae_supervised": (lambda: tiny_variant("supervised"), naive_aae_step, 0),
+    "aae_mixture_conditioned": (lambda: tiny_variant("mixture_cond"), naive_aae_step, 0),
     "semi_supervised_joint": (lambda: tiny_variant("semi_supervised"), naive_categorical_step, 8),
+    "semi_supervised_sequential_noisy": (
+        lambda: tiny_variant("semi_supervised", phases="sequential", input_noise=0.3, lr_schedule="constant"),
+        naive_categorical_step, 8),
     "clustering_sequential": (lambda: tiny_variant("clustering"), naive_categorical_step, 0),
     "bigan_official_simultaneous": (lambda: tiny_bigan_config(zero_output=False), naive_bigan_step, 0),
     "bigan_seed_minimax": (lambda: tiny_bigan_config("seed"), naive_bigan_step, 0),
@@ -158,7 +171,7 @@ def test_train_step_equals_naive_gradients_of_its_losses(bars, case):
     # normalisation would magnify float noise in near-zero gradients).
     model.txs = {name: optax.sgd(0.1) for name in model.txs}
     state = model.init(jax.random.PRNGKey(3))
-    for _ in range(2):  # the second step starts from trained weights and non-zero Adam moments
+    for _ in range(2):  # the second step starts from trained weights
         batch = batch_of(bars, 16, labelled)
         want = jax.jit(lambda s, b: naive(model, s, b))(state, batch)
         state, _ = jax.jit(model.train_step)(state, batch)
