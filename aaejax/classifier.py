@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from flax import serialization
 
+from aaejax import images as images_lib
+
 log = logging.getLogger(__name__)
 ARCH_VERSION = 1
 
@@ -41,14 +43,9 @@ class LeNet(nn.Module):
 _NET = LeNet()
 
 
-def _as_unit(images) -> jax.Array:
-    images = jnp.asarray(images)
-    return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
-
-
 @jax.jit
 def _apply(params, x):
-    return _NET.apply({"params": params}, _as_unit(x))
+    return _NET.apply({"params": params}, images_lib.unit(jnp.asarray(x)))
 
 
 def _batched(params, images, which: int, batch: int = 1000) -> jax.Array:
@@ -107,7 +104,7 @@ def _step(params, opt_state, images, labels, perm, i, *, batch_size: int, lr: fl
     idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
 
     def loss_fn(p):
-        out, _ = _NET.apply({"params": p}, _as_unit(images[idx]))
+        out, _ = _NET.apply({"params": p}, images_lib.unit(jnp.asarray(images[idx])))
         return optax.softmax_cross_entropy_with_integer_labels(out, labels[idx]).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
