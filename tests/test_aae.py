@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import trainer
+from aaejax import images, trainer
 from aaejax.aae import AAE
 from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
 from conftest import batch_of, tiny_aae_config
@@ -47,7 +47,7 @@ def test_training_lowers_reconstruction_error(bars):
     model = AAE(config)
     state = model.init(jax.random.PRNGKey(0))
     chunk = trainer.make_train_chunk(model, config.batch_size, bars.train_images.shape[0], data_seed=0)
-    x = jnp.asarray(bars.test_images, jnp.float32) / 255.0
+    x = images.unit(bars.test_images)
     before = float(jnp.mean((model.reconstruct(state, x) - x) ** 2))
     state, metrics, _ = chunk(state, jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels), length=300)
     after = float(jnp.mean((model.reconstruct(state, x) - x) ** 2))

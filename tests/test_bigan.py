@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from aaejax import data as data_lib
+from aaejax import images
 from aaejax.bigan import BiGAN
 from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
 from conftest import batch_of, tiny_bigan_config
@@ -71,7 +72,7 @@ def test_eval_mode_is_independent_of_batch_composition(bars):
     model = BiGAN(tiny_bigan_config())
     state = model.init(jax.random.PRNGKey(0))
     state = model.prepare_eval(state, jnp.asarray(bars.train_images), jax.random.PRNGKey(1))
-    x = jnp.asarray(bars.test_images[:32], jnp.float32) / 255.0
+    x = images.unit(bars.test_images[:32])
     z_all = model.encode(state, x)
     z_part = model.encode(state, x[:5])
     z_other = model.encode(state, jnp.concatenate([x[:5], 1.0 - x[5:]]))
@@ -117,7 +118,7 @@ def test_features_are_the_encoders_last_hidden_layer_and_its_linear_output(bars)
     model = BiGAN(tiny_bigan_config())
     state = model.init(jax.random.PRNGKey(0))
     state = model.prepare_eval(state, jnp.asarray(bars.train_images), jax.random.PRNGKey(1))
-    x = np.asarray(bars.test_images[:20], np.float32) / 255.0
+    x = np.asarray(images.unit(bars.test_images[:20]))
     logits, hidden = model.features(state, x)
     p, bn = state.nets["encoder"].params, state.nets["encoder"].batch_stats["bn1"]
     lrelu = lambda a: np.where(a > 0, a, 0.2 * a)
@@ -132,25 +133,29 @@ def test_features_are_the_encoders_last_hidden_layer_and_its_linear_output(bars)
 
 def test_deploy_statistics_are_the_mean_of_unbiased_batch_statistics(bars):
     """The official deploy step: the population mean is the average of the batch means, the
-    variance the average of the batches' unbiased variances (n / (n - 1))."""
-    config = tiny_bigan_config(bn_eval_batches=3)
+    variance the average of the batches' unbiased variances (n / (n - 1)), in E and in G; the
+    batches walk the training images epoch by epoch, each epoch in a fresh order."""
+    config = tiny_bigan_config(bn_eval_batches=3)  # batch 16, official: no biases, G's bn0 too
     model = BiGAN(config)
     state = model.init(jax.random.PRNGKey(0))
-    images = jnp.asarray(bars.train_images)
+    train_images = jnp.asarray(bars.train_images[:40])  # two batches an epoch: the third is the next epoch's
     key = jax.random.PRNGKey(1)
-    new = model.prepare_eval(state, images, key)
-    perm = np.asarray(jax.random.permutation(jax.random.split(key)[0], images.shape[0]))
-    p = state.nets["encoder"].params
+    new = model.prepare_eval(state, train_images, key)
+    k_perm, k_z = jax.random.split(key)
+    perms = [np.asarray(jax.random.permutation(k, 40)) for k in (k_perm, jax.random.fold_in(k_perm, 1))]
+    batches = [perms[0][:16], perms[0][16:32], perms[1][:16]]
+    enc, gen = state.nets["encoder"].params, state.nets["generator"].params
     lrelu = lambda a: np.where(a > 0, a, 0.2 * a)
-    means, vars_ = [], []
-    for i in range(3):
-        x = np.asarray(images[perm[i * 16:(i + 1) * 16]], np.float32).reshape(16, -1) / 255.0
-        pre = lrelu(x @ np.asarray(p["Dense_0"]["kernel"])) @ np.asarray(p["Dense_1"]["kernel"])
-        means.append(pre.mean(0))
-        vars_.append(pre.var(0, ddof=1))
-    stats = new.nets["encoder"].batch_stats["bn1"]
-    np.testing.assert_allclose(stats["mean"], np.mean(means, 0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(stats["var"], np.mean(vars_, 0), rtol=1e-4, atol=1e-7)
+    pre = {"encoder": [], "generator": []}
+    for i, idx in enumerate(batches):
+        x = np.asarray(train_images[idx], np.float32).reshape(16, -1) / 255.0
+        pre["encoder"].append(lrelu(x @ np.asarray(enc["Dense_0"]["kernel"])) @ np.asarray(enc["Dense_1"]["kernel"]))
+        z = np.asarray(model.prior.sample(jax.random.fold_in(k_z, i), (16, model.latent_dim)))
+        pre["generator"].append(z @ np.asarray(gen["Dense_0"]["kernel"]))
+    for net, layer in (("encoder", "bn1"), ("generator", "bn0")):
+        stats = new.nets[net].batch_stats[layer]
+        np.testing.assert_allclose(stats["mean"], np.mean([a.mean(0) for a in pre[net]], 0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stats["var"], np.mean([a.var(0, ddof=1) for a in pre[net]], 0), rtol=1e-4, atol=1e-7)
 
 
 def test_official_split():

@@ -4,14 +4,14 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import classifier
+from aaejax import classifier, images
 
 
 def test_shapes_and_learning(bars):
     params, acc = classifier.train(bars.train_images, bars.train_labels, bars.test_images, bars.test_labels,
                                    epochs=4, batch_size=32)
     assert acc >= 0.9, acc
-    x = jnp.asarray(bars.test_images[:7], jnp.float32) / 255.0
+    x = images.unit(bars.test_images[:7])
     chex.assert_shape([classifier.logits(params, x), classifier.features(params, x)], [(7, 10), (7, 128)])
     p = classifier.probs(params, bars.test_images[:7])  # uint8 accepted too
     chex.assert_trees_all_close(p.sum(-1), jnp.ones(7), atol=1e-5)
