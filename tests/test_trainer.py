@@ -413,8 +413,9 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path, bars):
 
 @pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
-    """Killed at a seeded random moment (mid-chunk, mid-save or between), then resumed by the
-    same command: the final parameters equal an uninterrupted run's, every step logged once."""
+    """Killed at a seeded moment (a seeded logged step, then a seeded delay of up to 30 ms: mid-chunk,
+    mid-save or between), then resumed by the same command: the final parameters equal an
+    uninterrupted run's, every step logged once."""
     import random
     import signal
     import time
@@ -428,10 +429,12 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(argv(killed), cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    draw = random.Random(20261129)
+    target, delay = draw.randrange(10, 50, 5), draw.uniform(0.0, 0.03)  # the run goes on to step 60
     metrics, deadline = killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.05)
-    time.sleep(random.Random(20261129).uniform(0.0, 0.5))  # the run lasts ~1 s more
+    while time.time() < deadline and not (metrics.exists() and 5 * metrics.read_text().count("\n") >= target):
+        time.sleep(0.005)
+    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(checkpoint_steps(killed), default=0) < 60  # killed mid-run
