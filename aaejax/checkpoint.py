@@ -26,6 +26,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from aaejax import console, parallel
+from aaejax.files import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ class Checkpointer:
 
     def save(self, step: int, state, meta: dict) -> None:
         """Saves and commits step `step`; an OS error (a full disk) is raised as WriteError."""
-        from aaejax.rundir import WriteError
-
         with _quiet_orbax() as noise:
             try:
                 self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),

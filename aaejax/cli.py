@@ -145,7 +145,7 @@ def _main(model_name: str) -> None:
     from aaejax.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data import DataError
-    from aaejax.rundir import WriteError
+    from aaejax.files import WriteError
 
     config = FLAGS.config
     with config.unlocked():

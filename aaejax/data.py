@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aaejax import console
+from aaejax import console, download
 
 IDX_ENV = "AAEJAX_IDX_DIR"
 DATASETS = ("mnist", "fashion_mnist")
@@ -200,8 +200,6 @@ def official_split(n: int = SPLIT_SIZES["train"]) -> tuple[np.ndarray, np.ndarra
 
 def load(name: str = "mnist", data_dir: str | None = None, mirror: str | None = None) -> Dataset:
     """Loads `name` ('mnist' or 'fashion_mnist') by the route in the module docstring."""
-    from aaejax import download
-
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     tfds_dir = _tfds_data_dir(data_dir)
@@ -220,7 +218,7 @@ def load(name: str = "mnist", data_dir: str | None = None, mirror: str | None = 
         tried.append("download skipped ($AAEJAX_OFFLINE is set)")
     else:
         try:
-            folder = download.fetch(name, mirror=mirror)
+            folder = download.fetch(name, mirror=mirror, raw_sha256=IDX_SHA256.get(name))
             return dataclasses.replace(load_idx(name, folder), source=f"download:{folder}")
         except download.DownloadError as e:
             tried.append(f"download failed: {e}")

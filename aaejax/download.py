@@ -6,10 +6,10 @@ and SHA-256), or a mirror: $AAEJAX_DATA_MIRROR (or config.data_mirror), a base U
 the same file names live -- for users behind a proxy, and for tests.
 
 A file is accepted when its `.gz` bytes match TFDS's registered SHA-256, or its uncompressed
-bytes match the originals' (data.IDX_SHA256), so a mirror that recompressed the files is
-accepted and a wrong file never is. Each file is written to a temporary name in the cache folder
-and renamed only once accepted: an interrupted or corrupt download never leaves a file that a
-later run trusts. Network errors are retried with backoff within a total deadline, so an offline
+bytes match the originals' (`raw_sha256`, which data.load passes from data.IDX_SHA256), so a
+mirror that recompressed the files is accepted and a wrong file never is. Each file is written
+to a temporary name in the cache folder and renamed only once accepted: an interrupted or
+corrupt download never leaves a file that a later run trusts. Network errors are retried with backoff within a total deadline, so an offline
 machine gets its error in seconds.
 """
 
@@ -49,13 +49,12 @@ def cache_dir(name: str) -> Path:
     return Path(root) / "downloads" / name
 
 
-def registered_files(name: str, mirror: str | None = None) -> list[RemoteFile]:
+def registered_files(name: str, mirror: str | None = None, raw_sha256: dict | None = None) -> list[RemoteFile]:
     """The four files of `name` as tensorflow_datasets registers them (URL, .gz SHA-256), with
-    the URL's folder replaced by `mirror` when given."""
+    the URL's folder replaced by `mirror` when given; `raw_sha256` {file stem: SHA-256 of the
+    uncompressed bytes} also accepts a recompressed copy."""
     import tensorflow_datasets
     from tensorflow_datasets.core.download import checksums
-
-    from aaejax.data import IDX_SHA256
 
     table = Path(tensorflow_datasets.__file__).parent / "url_checksums" / f"{name}.txt"
     files = []
@@ -63,7 +62,7 @@ def registered_files(name: str, mirror: str | None = None) -> list[RemoteFile]:
         stem = info.filename.removesuffix(".gz")
         if mirror:
             url = mirror.rstrip("/") + "/" + info.filename
-        files.append(RemoteFile(url, info.filename, info.checksum, IDX_SHA256.get(name, {}).get(stem)))
+        files.append(RemoteFile(url, info.filename, info.checksum, (raw_sha256 or {}).get(stem)))
     return files
 
 
@@ -118,15 +117,16 @@ def _get(url: str, filename: str, timeout: float) -> bytes:
 
 
 def fetch(name: str, folder: Path | None = None, mirror: str | None = None, files: list[RemoteFile] | None = None,
-          timeout: float = 3.0, retries: int = 2, deadline_s: float = 8.0) -> Path:
-    """Makes `folder` (default cache_dir(name)) hold the accepted four files; returns it.
+          timeout: float = 3.0, retries: int = 2, deadline_s: float = 8.0, raw_sha256: dict | None = None) -> Path:
+    """Makes `folder` (default cache_dir(name)) hold the accepted four files (default: the
+    registered ones, see registered_files); returns it.
 
     Raises DownloadError (naming the URLs tried) when a file cannot be fetched within
     `retries` retries (backoff 0.5 s, 1 s, ...) and `deadline_s` in all, or when what arrives
     is not the file."""
     folder = Path(folder or cache_dir(name))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
-    files = files if files is not None else registered_files(name, mirror)
+    files = files if files is not None else registered_files(name, mirror, raw_sha256)
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + deadline_s
     for f in files:

@@ -1,4 +1,5 @@
-"""A run's work dir: its config file, what it holds, who may write it, and how writes fail.
+"""A run's work dir: its config file, what it holds and who may write it (how its files are
+written, and how a write fails: aaejax/files.py).
 
 A run dir holds config.json, metrics.jsonl, tensorboard/, samples/, checkpoints/ (and, after
 evaluate, eval.json and eval/). The same command resumes a run; a run of another config is
@@ -23,7 +24,9 @@ from pathlib import Path
 import ml_collections
 
 from aaejax import configs
+from aaejax.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
+from aaejax.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +40,6 @@ RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every"
 
 def config_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
-
-
-class WriteError(OSError):
-    """A run's file could not be written (a full disk, permissions). `what` names it, `path`
-    where it went; the trainer turns it into the one line a user sees."""
-
-    def __init__(self, reason: str, path: Path, what: str = ""):
-        super().__init__(reason)
-        self.reason, self.path, self.what = reason, Path(path), what
-
-
-def free_space(path: Path) -> str:
-    """Free space on the file system holding `path` (or its nearest existing parent)."""
-    for parent in (Path(path), *Path(path).parents):
-        if parent.exists():
-            return f"{shutil.disk_usage(parent).free / 2**20:.1f} MB free"
-    return "free space unknown"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to a temporary name beside `path`, then renames: never a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(e.strerror or str(e), path, path.name) from e
 
 
 class WorkdirLock:
@@ -110,8 +85,6 @@ def saved_config_values(workdir: Path) -> dict | None:
     except (OSError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
-        from aaejax.checkpoint import CheckpointError, Checkpointer
-
         reason = f"{type(e).__name__}: {e}".splitlines()[0]
         if not (Path(workdir) / "checkpoints").is_dir():
             raise CheckpointError(f"{path} is unreadable ({reason}) and no checkpoint holds a config") from e
@@ -133,8 +106,6 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The run's config as today's code reads it (saved_config_values), tuples restored."""
     values = saved_config_values(Path(workdir))
     if values is None:
-        from aaejax.checkpoint import CheckpointError
-
         raise CheckpointError(f"{workdir} holds no run (no config.json)")
     config = ml_collections.ConfigDict(values)
     for k, v in list(config.items()):  # JSON turned tuples into lists

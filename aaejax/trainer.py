@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from aaejax import batching, images, parallel, protocol, registry, rundir, writers
+from aaejax import batching, files, images, parallel, protocol, registry, rundir, writers
 from aaejax import data as data_lib
 from aaejax.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
@@ -230,6 +230,7 @@ class Run:
         self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
                                size) for name, (_, size) in per_seed[0].items()}
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
+        self.writer: writers.MetricWriter | None = None  # opened by initial_state, at the step it restores
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
             multihost_utils.process_allgather, tiled=True)
 
@@ -239,22 +240,22 @@ class Run:
     def __exit__(self, exc_type, *exc):
         try:
             self.ckpt.close()
-            if getattr(self, "writer", None) is not None:
+            if self.writer is not None:
                 self.writer.close()
-        except rundir.WriteError:
+        except files.WriteError:
             if exc_type is None:  # else the error already on its way is the one to report
                 raise
         return False
 
-    def write_failure(self, error: rundir.WriteError, step: int) -> rundir.WriteError:
+    def write_failure(self, error: files.WriteError, step: int) -> files.WriteError:
         """The one line a failed write ends the run with: what, at which step, where, the free
         space there, the last intact checkpoint, and what to do."""
         steps = self.ckpt.steps()
         kept = f"the last intact checkpoint is step {steps[-1]}" if steps else "no checkpoint was saved yet"
         what = error.what or "a checkpoint"
-        return rundir.WriteError(f"could not write {what} at step {step} to {error.path}: {error.reason} "
-                                 f"({rundir.free_space(error.path)}); {kept}; free space and rerun the same command",
-                                 error.path, what)
+        return files.WriteError(f"could not write {what} at step {step} to {error.path}: {error.reason} "
+                                f"({files.free_space(error.path)}); {kept}; free space and rerun the same command",
+                                error.path, what)
 
     def initial_state(self):
         """(state, step): the newest readable checkpoint of this model, else a fresh init. Writes
@@ -425,7 +426,7 @@ def _loop(run: Run, config):
                     run.save(step, run.eval_state(state, step))
                 raise
             progress.close()
-    except rundir.WriteError as e:
+    except files.WriteError as e:
         raise run.write_failure(e, step) from e
     if step and config.num_steps:
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,

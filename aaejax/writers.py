@@ -31,7 +31,7 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
 
 def save_png(path: str | Path, grid: np.ndarray, scale: int = 2) -> None:
     """Writes to a temporary name, then renames: never a torn PNG. OSError -> WriteError."""
-    from aaejax.rundir import WriteError
+    from aaejax.files import WriteError
 
     path = Path(path)
     img = Image.fromarray(grid, mode="L")
@@ -72,7 +72,7 @@ def _summary_writer_class():
 class MetricWriter:
     """A run's files besides checkpoints: one JSON object per logged step in metrics.jsonl,
     scalars and image grids mirrored to TensorBoard, grids as samples/<name>_<step>.png. Every
-    OS error (a full disk) comes out as rundir.WriteError naming the file."""
+    OS error (a full disk) comes out as files.WriteError naming the file."""
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
         """enabled=False (the other processes of a multi-process run) writes nothing.
@@ -96,7 +96,7 @@ class MetricWriter:
     def _writing(what: str, path: Path):
         import contextlib
 
-        from aaejax.rundir import WriteError
+        from aaejax.files import WriteError
 
         @contextlib.contextmanager
         def guard():
@@ -160,7 +160,7 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 def truncate_metrics(workdir: str | Path, last_step: int) -> None:
     """Drops records after `last_step` (a resumed run logs those steps again) and torn lines,
     rewriting the file under a temporary name."""
-    from aaejax.rundir import write_atomic
+    from aaejax.files import write_atomic
 
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():

@@ -34,7 +34,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     import numpy as np
 
     from aaejax import data as data_lib
-    from aaejax import rundir
+    from aaejax import files, rundir
 
     workdir = Path(workdir)
     config = rundir.read_config(workdir)
@@ -53,7 +53,7 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
         out["mean"] = {k: float(np.mean([r[k] for r in reports])) for k in numeric}
         out["std"] = {k: float(np.std([r[k] for r in reports], ddof=1)) for k in numeric}  # sample std
         out["seeds"] = reports
-    rundir.write_atomic(workdir / ("eval.json" if step is None else f"eval_{step}.json"), json.dumps(out, indent=2))
+    files.write_atomic(workdir / ("eval.json" if step is None else f"eval_{step}.json"), json.dumps(out, indent=2))
     return out
 
 
@@ -136,7 +136,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out["seconds"] = timings
     out["seed_index"] = seed_index
     if seed_index == 0 and step is None:
-        from aaejax.rundir import WriteError
+        from aaejax.files import WriteError
 
         try:
             _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
@@ -216,7 +216,7 @@ def main(argv):
     from aaejax.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data import DataError
-    from aaejax.rundir import WriteError, free_space
+    from aaejax.files import WriteError, free_space
 
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,

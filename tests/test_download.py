@@ -139,8 +139,28 @@ def test_a_server_that_is_down_fails_fast_naming_the_url(tmp_path):
 
 def test_a_mirror_replaces_the_registered_urls_and_keeps_their_checksums():
     registered = download.registered_files("mnist")
-    mirrored = download.registered_files("mnist", mirror="http://mirror.example/mnist/")
+    mirrored = download.registered_files("mnist", mirror="http://mirror.example/mnist/",
+                                         raw_sha256=data_lib.IDX_SHA256["mnist"])
     assert [f.url for f in registered][0].startswith("https://storage.googleapis.com/cvdf-datasets/mnist/")
     assert [f.url for f in mirrored] == [f"http://mirror.example/mnist/{f.filename}" for f in registered]
     assert [f.gz_sha256 for f in mirrored] == [f.gz_sha256 for f in registered]
     assert all(f.raw_sha256 == data_lib.IDX_SHA256["mnist"][f.filename[:-3]] for f in mirrored)
+
+
+def test_load_passes_the_originals_checksums_to_the_download(tmp_path, monkeypatch):
+    """data.load's download route accepts a recompressed mirror by the uncompressed bytes' SHA-256
+    (data.IDX_SHA256), which it hands to download.fetch."""
+    seen = {}
+
+    def fetch(name, mirror=None, raw_sha256=None):
+        seen.update(name=name, mirror=mirror, raw_sha256=raw_sha256)
+        raise download.DownloadError("no network in this test")
+
+    monkeypatch.setattr(download, "fetch", fetch)
+    monkeypatch.delenv("AAEJAX_OFFLINE", raising=False)
+    monkeypatch.setenv("AAEJAX_IDX_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(data_lib.DataError, match="download failed: no network in this test"):
+        data_lib.load("fashion_mnist", mirror="http://mirror.example/fashion_mnist/")
+    assert seen == {"name": "fashion_mnist", "mirror": "http://mirror.example/fashion_mnist/",
+                    "raw_sha256": data_lib.IDX_SHA256["fashion_mnist"]}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import rundir, trainer, writers
+from aaejax import files, rundir, trainer, writers
 from aaejax.configs import ConfigError
 from conftest import REPO, TINY_FLAGS, cli_code, cli_env, tiny_aae_config
 
@@ -131,7 +131,7 @@ def test_a_full_disk_in_any_save_path_is_one_line_and_loses_nothing(tmp_path, ba
         trainer.train(tiny_aae_config(num_steps=0), tmp_path, bars)  # config.json in place
     with monkeypatch.context() as patch:
         _full_disk_in(patch, where)
-        with pytest.raises(rundir.WriteError) as caught:
+        with pytest.raises(files.WriteError) as caught:
             trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
     line = str(caught.value)
     assert "\n" not in line

@@ -1,0 +1,37 @@
+"""Writing a run's files: whole files by rename (never a torn file), the error a failed write
+raises (WriteError, which the trainer, evaluate and the command line turn into one line), and the
+free space to name in that line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+class WriteError(OSError):
+    """A run's file could not be written (a full disk, permissions). `what` names it, `path`
+    where it went; the trainer turns it into the one line a user sees."""
+
+    def __init__(self, reason: str, path: Path, what: str = ""):
+        super().__init__(reason)
+        self.reason, self.path, self.what = reason, Path(path), what
+
+
+def free_space(path: Path) -> str:
+    """Free space on the file system holding `path` (or its nearest existing parent)."""
+    for parent in (Path(path), *Path(path).parents):
+        if parent.exists():
+            return f"{shutil.disk_usage(parent).free / 2**20:.1f} MB free"
+    return "free space unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to a temporary name beside `path`, then renames: never a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(e.strerror or str(e), path, path.name) from e
