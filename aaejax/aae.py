@@ -112,6 +112,7 @@ class AAE(ConfigEquality):
         scan) by the trainer."""
         cfg = self.config
         chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
+        chex.assert_shape(batch["label"], batch["image"].shape[:1])
         x = images.signed(batch["image"])
         onehot = jax.nn.one_hot(batch["label"], self.num_classes)
         draws = self.draws(state, batch)
@@ -161,6 +162,7 @@ class AAE(ConfigEquality):
         if self.supervised:
             if labels is None:
                 raise ValueError("the supervised AAE decodes a style code together with labels: decode(z, labels)")
+            chex.assert_shape(labels, z.shape[:1])
             z = jnp.concatenate([z, jax.nn.one_hot(labels, self.num_classes)], -1)
         return images.unit_from_signed(self.decoder.apply(state.nets["decoder"].variables, z))
 

@@ -250,6 +250,9 @@ class CategoricalAAE(ConfigEquality):
         """batch['image'] uint8 [B, 28, 28, 1]; semi-supervised also batch['labelled_image'] [L, ...]
         and batch['labelled_label'] int32 [L]. batch['label'] is never used (unsupervised data)."""
         chex.assert_shape(batch["image"], (None, *IMAGE_SHAPE))
+        if self.semi_supervised:
+            chex.assert_shape(batch["labelled_image"], (None, *IMAGE_SHAPE))
+            chex.assert_shape(batch["labelled_label"], batch["labelled_image"].shape[:1])
         draws = self._draws(state, batch)
         update = self._sequential_update if self.config.phases == "sequential" else self._joint_update
         nets, metrics = update(state.nets, batch, draws)
@@ -278,6 +281,7 @@ class CategoricalAAE(ConfigEquality):
         the code's category part with one-hot categories."""
         chex.assert_shape(code, (None, self.latent_dim))
         if labels is not None:
+            chex.assert_shape(labels, code.shape[:1])
             code = jnp.concatenate([jax.nn.one_hot(labels, self.num_categories), code[:, self.num_categories:]], -1)
         return images.unit_from_signed(self.decoder.apply(state.nets["decoder"].variables, code))
 

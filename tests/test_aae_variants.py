@@ -197,3 +197,17 @@ def test_semi_supervised_learns_the_labels(tmp_path, bars):
     model = registry.build_model(config)
     pred = model.classify(state, images.unit(bars.test_images)).argmax(-1)
     assert float(jnp.mean(pred == jnp.asarray(bars.test_labels))) > 0.5  # chance: 0.1
+
+
+def test_the_step_and_decode_refuse_labels_of_the_wrong_shape(bars):
+    """chex guards the boundaries: labels must be one per image."""
+    for variant, labelled in (("mixture_cond", 0), ("semi_supervised", 8)):
+        model = registry.build_model(tiny_variant(variant))
+        state = model.init(jax.random.PRNGKey(0))
+        batch = batch_of(bars, 16, labelled)
+        key = "labelled_label" if labelled else "label"
+        with pytest.raises(AssertionError, match="shape"):
+            model.train_step(state, {**batch, key: batch[key][:-1]})
+    model = registry.build_model(tiny_variant("supervised"))
+    with pytest.raises(AssertionError, match="shape"):
+        model.decode(model.init(jax.random.PRNGKey(0)), jnp.zeros((3, model.latent_dim)), jnp.array([0, 1]))
