@@ -412,9 +412,10 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path, bars):
 
 
 @pytest.mark.slow
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
-    """Killed at a seeded moment (a seeded logged step, then a seeded delay of up to 30 ms: mid-chunk,
-    mid-save or between), then resumed by the same command: the final parameters equal an
+def test_sigkill_mid_save_and_mid_chunk_then_resume_is_bit_identical(tmp_path):
+    """Killed twice at seeded points, each time resumed by the same command: first while the save
+    of checkpoint k1 is on disk half-done (orbax's temporary folder), then a seeded few ms after
+    checkpoint k2 is committed (mid-chunk, so the resume restores k2). The final parameters equal an
     uninterrupted run's, every step logged once."""
     import random
     import signal
@@ -427,19 +428,30 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
                                          text=True, timeout=300)
     assert run(tmp_path / "full").returncode == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(argv(killed), cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     draw = random.Random(20261129)
-    target, delay = draw.randrange(10, 50, 5), draw.uniform(0.0, 0.03)  # the run goes on to step 60
-    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and 5 * metrics.read_text().count("\n") >= target):
-        time.sleep(0.005)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert max(checkpoint_steps(killed), default=0) < 60  # killed mid-run
+    k1, delay = draw.choice([10, 20]), draw.uniform(0.0, 0.01)
+    k2 = k1 + 20  # each save takes ~0.1 s here, a 10-step chunk ~0.02 s: the kill lands before step 60
+
+    def kill_when(ready):
+        proc = subprocess.Popen(argv(killed), cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not ready():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its kill point"
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    saving = lambda k: (killed / "checkpoints").is_dir() and any(
+        p.name.startswith(f"{k}.orbax-checkpoint-tmp") for p in (killed / "checkpoints").iterdir())
+    kill_when(lambda: saving(k1))
+    assert max(checkpoint_steps(killed), default=0) <= k1
+    kill_when(lambda: k2 in checkpoint_steps(killed) and time.sleep(delay) is None)
+    last = max(checkpoint_steps(killed))
+    assert k2 <= last < 60
     done = run(killed)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from step {last} in" in done.stderr  # restored, not started again
     chex.assert_trees_all_equal(aaejax.load(tmp_path / "full").state, aaejax.load(killed).state)
-    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(5, 61, 5))  # every logged step once, in order
