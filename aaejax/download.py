@@ -9,8 +9,8 @@ A file is accepted when its `.gz` bytes match TFDS's registered SHA-256, or its 
 bytes match the originals' (`raw_sha256`, which data.load passes from data.IDX_SHA256), so a
 mirror that recompressed the files is accepted and a wrong file never is. Each file is written
 to a temporary name in the cache folder and renamed only once accepted: an interrupted or
-corrupt download never leaves a file that a later run trusts. Network errors are retried with backoff within a total deadline, so an offline
-machine gets its error in seconds.
+corrupt download never leaves a file that a later run trusts. Network errors are retried with
+backoff within a total deadline, so an offline machine gets its error in seconds.
 """
 
 from __future__ import annotations

@@ -34,6 +34,26 @@ def test_mixture_prior_component_follows_the_label():
     assert np.bincount(comp.astype(int), minlength=10).min() > 1600
 
 
+def test_the_step_draws_prior_codes_of_each_image_label(bars):
+    """The conditioned AAE's real codes for D come from the component its batch's labels name."""
+    model = registry.build_model(tiny_variant("mixture_cond"))
+    batch = batch_of(bars, 16)
+    z = np.asarray(model.draws(model.init(jax.random.PRNGKey(0)), batch)["z_real"])
+    nearest = np.round(np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi / 10)) % 10
+    np.testing.assert_array_equal(nearest, np.asarray(batch["label"]))
+
+
+def test_input_noise_is_added_to_the_unlabelled_images(bars):
+    """The categorical AAE's encoder sees x + input_noise * N(0, 1) ([-1, 1] scale); x stays the
+    reconstruction target."""
+    model = registry.build_model(tiny_variant("clustering"))  # input_noise 0.3
+    batch = batch_of(bars, 16)
+    draws = model._draws(model.init(jax.random.PRNGKey(0)), batch)
+    np.testing.assert_array_equal(draws["x"], images.signed(batch["image"]))
+    noise = np.asarray(draws["x_in"] - draws["x"])
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.3) < 0.01, (noise.mean(), noise.std())
+
+
 def test_swiss_roll_segments_follow_the_label():
     prior = priors.SwissRoll2D(num_components=10)
     labels = jnp.repeat(jnp.arange(10), 300)

@@ -38,8 +38,8 @@ def test_old_run_dir_loads_and_resumes(tmp_path, name):
     assert int(resumed.step) == 8
     assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [4, 8]
     fresh = trainer.train(rundir.read_config(workdir), tmp_path / "fresh", bars)
-    # Not bit-equal: the fixtures' step-4 weights were computed on another CPU kind and with XLA's
-    # full optimisations (the tests compile with fewer, conftest.py), which round differently
+    # Not bit-equal: the fixtures' step-4 weights were computed with XLA's full optimisations (the
+    # tests compile with fewer, conftest.py) on whatever CPU generated them, which round differently
     # (seen: 6e-8 on weights of 1e-2, 2e-6 on an Adam moment after 4 more steps); a wrong resume
     # moves a weight by about the learning rate (2e-4) per step.
     chex.assert_trees_all_close(resumed, fresh, atol=1e-5, rtol=1e-4)
