@@ -45,7 +45,7 @@ _NET = LeNet()
 
 @jax.jit
 def _apply(params, x):
-    return _NET.apply({"params": params}, images_lib.unit(jnp.asarray(x)))
+    return _NET.apply({"params": params}, images_lib.unit(x))
 
 
 def _batched(params, images, which: int, batch: int = 1000) -> jax.Array:
@@ -104,7 +104,7 @@ def _step(params, opt_state, images, labels, perm, i, *, batch_size: int, lr: fl
     idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
 
     def loss_fn(p):
-        out, _ = _NET.apply({"params": p}, images_lib.unit(jnp.asarray(images[idx])))
+        out, _ = _NET.apply({"params": p}, images_lib.unit(images[idx]))
         return optax.softmax_cross_entropy_with_integer_labels(out, labels[idx]).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
