@@ -100,7 +100,7 @@ def test_sequential_phases_step_the_encoder_three_times(bars):
     supervised) and the decoder twice with labelled_recon; each discriminator once."""
     config = tiny_variant("semi_supervised", phases="sequential", lr_schedule="constant")
     model = registry.build_model(config)
-    new, _ = jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), batch_of(bars, 16, 8 if config.num_labels else 0))
+    new, _ = jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), _batch(bars, config))
     for name, count in {"encoder": 3, "decoder": 2, "disc_category": 1, "disc_style": 1}.items():
         assert set(_adam_counts(new.nets[name])) == {count}, name
 
@@ -129,6 +129,11 @@ def test_cluster_errors_known_answers():
     assert out["cluster_error_majority"] == pytest.approx(0.05)
 
 
+def _batch(bars, config):
+    """16 images, and 8 labelled ones when the config has labels."""
+    return batch_of(bars, 16, 8 if config.num_labels else 0)
+
+
 @pytest.mark.parametrize("variant", ["mixture", "mixture_cond", "swiss_roll_cond", "supervised",
                                      "semi_supervised", "clustering"])
 def test_one_step_keeps_shapes(bars, variant):
@@ -137,7 +142,7 @@ def test_one_step_keeps_shapes(bars, variant):
     config = tiny_variant(variant)
     model = registry.build_model(config)
     state = model.init(jax.random.PRNGKey(0))
-    new, metrics = jax.jit(model.train_step)(state, batch_of(bars, 16, 8 if config.num_labels else 0))
+    new, metrics = jax.jit(model.train_step)(state, _batch(bars, config))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new)
     chex.assert_tree_all_finite((new, metrics))
     assert int(new.step) == 1
@@ -170,7 +175,7 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
     config = tiny_variant("semi_supervised", labelled_recon=labelled_recon, labelled_shift=0, augment_rotation=0.0)
     model = registry.build_model(config)
     state = model.init(jax.random.PRNGKey(0))
-    batch = batch_of(bars, 16, 8 if config.num_labels else 0)
+    batch = _batch(bars, config)
     step = jax.jit(model.train_step)
     a, _ = step(state, batch)
     b, _ = step(state, {**batch, "label": (batch["label"] + 1) % 10})

@@ -432,13 +432,14 @@ def test_sigkill_mid_save_and_mid_chunk_then_resume_is_bit_identical(tmp_path):
     k1, delay = draw.choice([10, 20]), draw.uniform(0.0, 0.01)
     k2 = k1 + 20  # each save takes ~0.1 s here, a 10-step chunk ~0.02 s: the kill lands before step 60
 
-    def kill_when(ready):
+    def kill_when(ready, delay=0.0):
         proc = subprocess.Popen(argv(killed), cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while not ready():
             assert proc.poll() is None and time.time() < deadline, "the run ended before its kill point"
             time.sleep(0.001)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -446,7 +447,7 @@ def test_sigkill_mid_save_and_mid_chunk_then_resume_is_bit_identical(tmp_path):
         p.name.startswith(f"{k}.orbax-checkpoint-tmp") for p in (killed / "checkpoints").iterdir())
     kill_when(lambda: saving(k1))
     assert max(checkpoint_steps(killed), default=0) <= k1
-    kill_when(lambda: k2 in checkpoint_steps(killed) and time.sleep(delay) is None)
+    kill_when(lambda: k2 in checkpoint_steps(killed), delay)
     last = max(checkpoint_steps(killed))
     assert k2 <= last < 60
     done = run(killed)
