@@ -49,6 +49,7 @@ def base(model: str) -> ml_collections.ConfigDict:
     c.checkpoint_every = 5000
     c.max_to_keep = 3
     c.keep_steps = ()  # checkpoints at these steps are saved and never deleted
+    c.eval_every = 0  # steps between evaluations of the model's `curve` (metrics.jsonl eval_*); 0 = none
     return c
 
 
@@ -61,7 +62,9 @@ class ConfigError(ValueError):
 ADDED_FIELDS = {
     "aae": {"phases": "joint", "balance_weight": 0.0, "input_noise": 0.0, "labelled_recon": False,
             "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2, "augment_rotation": 0.0,
-            "init": "default", "d_update": "averaged"},
+            "init": "default", "d_update": "averaged", "init_std": 0.01, "lr_recon": 0.01, "lr_adv": 0.1,
+            "lr_supervised": 0.1, "momentum_recon": 0.9, "momentum_adv": 0.1, "momentum_supervised": 0.9,
+            "lr_drop_epochs": (50, 1000), "lr_drop_factor": 0.1},
     "bigan": {"output_bias": True, "bn_flavour": "flax", "z_input": "concat", "zero_output": False,
               "g_z_skip": False, "loss_scale": 1.0, "update_order": "d_first", "init": "default",
               "g_bn_first": True},

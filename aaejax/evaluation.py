@@ -146,6 +146,37 @@ def parzen(samples, x_val, x_test, sigmas=None) -> dict:
             "parzen_sigma": best}
 
 
+def parzen_jax(samples, x_val, x_test, sigmas, batch: int = 200) -> dict:
+    """`parzen` as one traceable function (for jit): samples [M, ...], x_val / x_test [N, ...] in
+    [0, 1] with N a multiple of `batch`, sigmas [S] -> {parzen_ll, parzen_ll_se, parzen_sigma}."""
+    samples = samples.reshape(samples.shape[0], -1)
+    sq = jnp.sum(samples**2, 1)
+
+    def lls(x, sig):
+        x = x.reshape(-1, batch, samples.shape[1])
+        return jax.lax.map(lambda b: _parzen_terms(b, samples, sq, sig), x).reshape(-1, sig.shape[0])
+
+    best = sigmas[jnp.argmax(jnp.mean(lls(x_val, sigmas), 0))]
+    ll = lls(x_test, best[None])[:, 0]
+    return {"parzen_ll": jnp.mean(ll), "parzen_ll_se": jnp.std(ll, ddof=1) / jnp.sqrt(ll.shape[0]),
+            "parzen_sigma": best}
+
+
+def heldout_data(dataset, config) -> dict:
+    """The examples a model's `curve` reads, as device arrays: uint8 test_images / int32
+    test_labels of the test split, and val_images / val_labels: with data_split "official" the
+    10 000 training images held out of training, else the test split again (a protocol that
+    needs held-out validation images refuses that split: PaperAAE.validate)."""
+    from aaejax.data import official_split
+
+    _, held = official_split(len(dataset.train_images))
+    official = config.data_split == "official"
+    val_x = dataset.train_images[held] if official else dataset.test_images
+    val_y = dataset.train_labels[held] if official else dataset.test_labels
+    return {"test_images": jnp.asarray(dataset.test_images), "test_labels": jnp.asarray(dataset.test_labels),
+            "val_images": jnp.asarray(val_x), "val_labels": jnp.asarray(val_y)}
+
+
 def contingency(clusters, labels, num_clusters: int, num_classes: int = 10) -> np.ndarray:
     """counts[k, c] = #examples in cluster k with label c."""
     counts = np.zeros((num_clusters, num_classes), np.int64)

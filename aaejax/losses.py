@@ -22,6 +22,17 @@ def mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(a - b))
 
 
+def half_sse(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The AAE paper's reconstruction cost, "half the Euclidean error": 0.5 * the squared error
+    summed over each example's pixels, averaged over the batch (a, b [B, ...])."""
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(a - b).reshape(a.shape[0], -1), -1))
+
+
+def gan_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The GAN paper's discriminator cost: -mean log D(real) - mean log(1 - D(fake))."""
+    return bce_logits(real_logits, 1.0) + bce_logits(fake_logits, 0.0)
+
+
 # ----------------------------------------------------------------------------- AAEs
 
 
@@ -60,7 +71,7 @@ def supervised_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def joint_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, scale: float) -> jax.Array:
     """D on (x, E(x)) = real and (G(z), z) = fake: scale * (BCE(real, 1) + BCE(fake, 0))."""
-    return scale * (bce_logits(real_logits, 1.0) + bce_logits(fake_logits, 0.0))
+    return scale * gan_discriminator_loss(real_logits, fake_logits)
 
 
 def encoder_generator_loss(real_logits: jax.Array, fake_logits: jax.Array, scale: float,

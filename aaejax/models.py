@@ -113,6 +113,58 @@ class LatentDiscriminator(nn.Module):
         return dense(h, 1, f"Dense_{len(self.hidden)}", self.init_kind)[:, 0]
 
 
+# ----------------------------------------------------------------------------- the AAE paper's own
+
+
+def _relu_mlp(h: jax.Array, hidden: Sequence[int], std: float) -> jax.Array:
+    """Dense (N(0, std) kernels, zero biases) + ReLU per width, named Dense_0, Dense_1, ..."""
+    for i, width in enumerate(hidden):
+        h = nn.relu(dense(h, width, f"Dense_{i}", std=std))
+    return h
+
+
+class PaperEncoder(nn.Module):
+    """The AAE paper's deterministic encoder (its Appendix A): x [B, 28, 28, 1] in [0, 1] ->
+    (category logits [B, num_categories], or None when num_categories = 0; z [B, latent_dim]).
+    One ReLU trunk shared by both heads; the z head is linear, q(y|x) is a softmax of the logits."""
+
+    num_categories: int
+    latent_dim: int
+    hidden: Sequence[int] = (1000, 1000)
+    init_std: float = 0.01
+
+    @nn.compact
+    def __call__(self, x):
+        h = _relu_mlp(_flat(x), self.hidden, self.init_std)
+        logits = dense(h, self.num_categories, "category", std=self.init_std) if self.num_categories else None
+        return logits, dense(h, self.latent_dim, "z", std=self.init_std)
+
+
+class PaperDecoder(nn.Module):
+    """code [B, D] -> x [B, 28, 28, 1] in [0, 1]: ReLU layers, then a sigmoid (the paper's MNIST)."""
+
+    hidden: Sequence[int] = (1000, 1000)
+    init_std: float = 0.01
+
+    @nn.compact
+    def __call__(self, code):
+        h = _relu_mlp(code, self.hidden, self.init_std)
+        x = dense(h, IMAGE_DIM, f"Dense_{len(self.hidden)}", std=self.init_std)
+        return nn.sigmoid(x).reshape((code.shape[0], *IMAGE_SHAPE))
+
+
+class PaperDiscriminator(nn.Module):
+    """code [B, D] -> logit [B] (prior sample = real): ReLU layers, a linear output."""
+
+    hidden: Sequence[int] = (1000, 1000)
+    init_std: float = 0.01
+
+    @nn.compact
+    def __call__(self, code):
+        h = _relu_mlp(code, self.hidden, self.init_std)
+        return dense(h, 1, f"Dense_{len(self.hidden)}", std=self.init_std)[:, 0]
+
+
 # ----------------------------------------------------------------------------- BiGAN
 
 # BatchNorm flavours, each the normalisation of one program: epsilon, and whether the batch

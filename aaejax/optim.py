@@ -12,20 +12,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "exponential", "hold_then_exponential")
+SCHEDULES = ("constant", "exponential", "hold_then_exponential", "epoch_drops")
+# Schedules laid out in epochs, not over num_steps: a run under one may be extended (--steps).
+STEP_FREE_SCHEDULES = ("constant", "epoch_drops")
 ADAMS = ("optax", "dcgan", "keras")
 
 
-def make_schedule(config) -> optax.Schedule:
-    """Learning-rate schedule from the config.
+def steps_per_epoch(config) -> int:
+    """Steps per pass over the examples a run trains on (data_split "all": 60 000; "official": 50 000)."""
+    from aaejax.data import SPLIT_SIZES
+
+    n = SPLIT_SIZES["train"]
+    return (n - n // 6 if config.data_split == "official" else n) // int(config.batch_size)
+
+
+def make_schedule(config, lr: float | None = None) -> optax.Schedule:
+    """Learning-rate schedule from the config, starting at `lr` (default config.lr).
 
     constant: lr. exponential: lr decays smoothly to lr * lr_final_fraction at num_steps.
     hold_then_exponential: lr until lr_decay_start * num_steps, then exponential decay to
     lr * lr_final_fraction at num_steps; with lr_decay_every = K > 0 the rate drops in notches
     every K steps, the first one at the decay start (the official BiGAN code sets its rate once
-    an epoch that way), else smoothly every step.
+    an epoch that way), else smoothly every step. epoch_drops: lr times lr_drop_factor once at
+    each epoch of lr_drop_epochs (the AAE paper's "after 50 epochs reduce it ...").
     """
-    lr, total = float(config.lr), max(int(config.num_steps), 1)
+    lr, total = float(config.lr if lr is None else lr), max(int(config.num_steps), 1)
     name = config.lr_schedule
     if name == "constant":
         return optax.constant_schedule(lr)
@@ -44,6 +55,10 @@ def make_schedule(config) -> optax.Schedule:
             return lr * jnp.asarray(config.lr_final_fraction, jnp.float32) ** (done / notches)
 
         return staircase
+    if name == "epoch_drops":
+        per_epoch = steps_per_epoch(config)
+        drops = {int(e) * per_epoch: float(config.lr_drop_factor) for e in config.lr_drop_epochs}
+        return optax.piecewise_constant_schedule(lr, drops)
     raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
@@ -128,3 +143,18 @@ def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7,
         return out, optax.ScaleByAdamState(count=n + 1, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# The AAE paper's phases and the rate / momentum fields of each (aaejax/aae_paper.py).
+PHASES = {"recon": ("lr_recon", "momentum_recon"), "adv": ("lr_adv", "momentum_adv"),
+          "supervised": ("lr_supervised", "momentum_supervised")}
+
+
+def make_phase_optimizers(config) -> tuple[dict, dict]:
+    """The AAE paper's optimizers: SGD with momentum, one per phase (each cost its own rate and
+    momentum, on config.lr_schedule): {phase: tx}, {phase: schedule}."""
+    txs, schedules = {}, {}
+    for phase, (lr_field, momentum_field) in PHASES.items():
+        schedules[phase] = make_schedule(config, float(config[lr_field]))
+        txs[phase] = optax.sgd(schedules[phase], momentum=float(config[momentum_field]))
+    return txs, schedules

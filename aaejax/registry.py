@@ -6,12 +6,13 @@ from __future__ import annotations
 from aaejax import batching, data, parallel
 from aaejax.aae import AAE
 from aaejax.aae_categorical import CategoricalAAE
+from aaejax.aae_paper import PaperAAE
 from aaejax.bigan import BiGAN
 from aaejax.configs import ConfigError
 from aaejax.optim import ADAMS, SCHEDULES
 from aaejax.protocol import Model
 
-AAE_KINDS = {"basic": AAE, "categorical": CategoricalAAE}
+AAE_KINDS = {"basic": AAE, "categorical": CategoricalAAE, "paper": PaperAAE}
 MODELS = {
     "aae": lambda config: AAE_KINDS.get(config.aae_kind),
     "bigan": lambda config: BiGAN,

@@ -27,6 +27,7 @@ from aaejax import configs
 from aaejax.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
 from aaejax.files import write_atomic
+from aaejax.optim import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 ARTIFACTS = ("checkpoints", "checkpoints_unreadable", "samples", "tensorboard", "eval", "metrics.jsonl",
              "eval.json", "config.json")
 # Fields that may change when a run is resumed (they don't change what is learned). num_steps
-# only with a constant learning rate: a decaying schedule is laid out over num_steps.
-RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps")
+# only under a schedule not laid out over num_steps (optim.STEP_FREE_SCHEDULES).
+RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps",
+                    "eval_every")
 
 
 def config_dict(config) -> dict:
@@ -131,7 +133,7 @@ def config_diff(workdir: Path, config) -> str:
         return ""
     new = config_dict(config)
     resumable = set(RESUMABLE_FIELDS)
-    if old.get("lr_schedule") != "constant" or new.get("lr_schedule") != "constant":
+    if old.get("lr_schedule") not in STEP_FREE_SCHEDULES or new.get("lr_schedule") not in STEP_FREE_SCHEDULES:
         resumable.discard("num_steps")
     diff = sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
     text = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])

@@ -38,6 +38,20 @@ class NetState:
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
         return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state)
 
+    @classmethod
+    def create_phased(cls, variables, txs: dict) -> "NetState":
+        """A network updated by several costs, each with its own optimizer state (the AAE paper's
+        phases: each cost its own momentum): opt_state = {phase: state}."""
+        params = variables["params"]
+        return cls(params=params, opt_state={p: tx.init(params) for p, tx in txs.items()},
+                   batch_stats=variables.get("batch_stats", {}))
+
+    def apply_phase(self, phase: str, tx: optax.GradientTransformation, grads) -> "NetState":
+        """apply_gradients with the optimizer state of `phase` (create_phased)."""
+        updates, phase_state = tx.update(grads, self.opt_state[phase], self.params)
+        return self.replace(params=optax.apply_updates(self.params, updates),
+                            opt_state={**self.opt_state, phase: phase_state})
+
 
 @struct.dataclass
 class TrainState:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from aaejax import batching, files, images, parallel, protocol, registry, rundir, writers
+from aaejax import batching, evaluation, files, images, parallel, protocol, registry, rundir, writers
 from aaejax import data as data_lib
 from aaejax.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
@@ -173,6 +173,12 @@ def init_states(keys: jax.Array, *, model, num_seeds: int, layout: parallel.Layo
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_seeds"))
+def curves(state, data: dict, keys: jax.Array, *, model, num_seeds: int) -> dict:
+    """model.curve of each of a run's models: {name: [] or [S]}."""
+    return Seeds(num_seeds).map(model.curve, (0, None, 0))(state, data, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_seeds"))
 def prepare_evals(state, train_images: jax.Array, keys: jax.Array, *, model, num_seeds: int):
     """model.prepare_eval of each of a run's models."""
     return Seeds(num_seeds).map(model.prepare_eval, (0, None, 0))(state, train_images, keys)
@@ -229,6 +235,9 @@ class Run:
         per_seed = [model.labelled_streams(train_labels, config.seed + i) for i in range(self.seeds.n)]
         self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
                                size) for name, (_, size) in per_seed[0].items()}
+        # The model's paper metric every eval_every steps, on held-out data put on the device once.
+        self.curve_data = evaluation.heldout_data(dataset, config) if config.eval_every and hasattr(model, "curve") \
+            else None
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.writer: writers.MetricWriter | None = None  # opened by initial_state, at the step it restores
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
@@ -292,6 +301,12 @@ class Run:
         fold_in = self.seeds.map(jax.random.fold_in, (0, None))
         return prepare_evals(state, self.images, fold_in(self.eval_keys, step), model=self.model, num_seeds=self.seeds.n)
 
+    def curve(self, step: int, state) -> dict:
+        """{eval_<name>: value [] or per seed [S]} of model.curve, on the host."""
+        keys = self.seeds.map(jax.random.fold_in, (0, None))(self.eval_keys, step)
+        out = self.fetch(curves(state, self.curve_data, keys, model=self.model, num_seeds=self.seeds.n))
+        return {f"eval_{k}": np.asarray(v) for k, v in out.items()}
+
     def save(self, step: int, state) -> None:
         meta = {"model": self.config.model, "step": step, "num_seeds": self.seeds.n,
                 "config": rundir.config_dict(self.config)}
@@ -324,11 +339,14 @@ class Run:
                              f"{step + len(next(iter(metrics.values())))}{seeds}; {kept}")
         return metrics, None
 
-    def log(self, step: int, metrics: dict, seconds: float) -> dict:
+    def log(self, step: int, metrics: dict, seconds: float, evals: dict | None = None) -> dict:
         """Writes a chunk's means (over steps, and seeds) to metrics.jsonl and TensorBoard, each
-        model's own in the JSON line's per_seed; returns the scalars."""
+        model's own in the JSON line's per_seed, with `evals` (Run.curve) when given; returns the
+        scalars."""
         length = len(next(iter(metrics.values())))
         scalars = {k: float(np.nanmean(v)) for k, v in metrics.items()}
+        evals = evals or {}
+        scalars.update({k: float(np.mean(v)) for k, v in evals.items()})
         if self.config.skip_nonfinite:
             rows = np.stack([~np.isfinite(v) for v in metrics.values()]).any(axis=0)
             scalars["skipped_updates"] = float(rows.sum())  # in this chunk
@@ -337,6 +355,7 @@ class Run:
         if self.seeds.n > 1:
             scalars["model_steps_per_sec"] = self.seeds.n * length / seconds
             per_seed = {k: np.nanmean(v, axis=0).tolist() for k, v in metrics.items()}
+            per_seed.update({k: np.asarray(v).tolist() for k, v in evals.items()})
         self.writer.write(step, scalars, per_seed)
         return scalars
 
@@ -400,8 +419,10 @@ def _loop(run: Run, config):
                         log.info("first chunk %.1f s incl. compilation; %d steps to go, about %s at this speed",
                                  dt, left, time.strftime("%H:%M:%S", time.gmtime(left * dt / length)))
                     prev, (state, pending), step = step, (pending[0], None), step + length
-                    progress.update(step, length / dt, run.log(step, metrics, dt))
                     last = step == config.num_steps
+                    want_eval = run.curve_data is not None and (_crossed(step, prev, config.eval_every) or last)
+                    evals = run.curve(step, state) if want_eval else None
+                    progress.update(step, length / dt, run.log(step, metrics, dt, evals))
                     want_samples = _crossed(step, prev, config.sample_every) or last
                     want_ckpt = _crossed(step, prev, config.checkpoint_every) or last or step in keep
                     if want_samples or want_ckpt:
