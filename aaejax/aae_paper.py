@@ -20,6 +20,8 @@ The paper's evaluation protocols are `curve` (jitted, run during training at eva
 
 from __future__ import annotations
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -246,13 +248,8 @@ class PaperAAE(ConfigEquality):
         if self.num_labels:
             return {"test_error": jnp.mean(y_test != data["test_labels"])}
         probs_val = jax.nn.softmax(jax.lax.map(lambda x: self._encode(state, x)[0], _batches(data["val_images"])))
-        probs_val = probs_val.reshape(-1, self.num_categories)
-        head_label = data["val_labels"][jnp.argmax(probs_val, 0)]  # [K]: the paper's rule
-        counts = jax.nn.one_hot(jnp.argmax(probs_val, -1), self.num_categories).T @ jax.nn.one_hot(data["val_labels"], 10)
-        majority = jnp.argmax(counts, -1)
-        return {"cluster_error_paper": jnp.mean(head_label[y_test] != data["test_labels"]),
-                "cluster_error_majority": jnp.mean(majority[y_test] != data["test_labels"]),
-                "clusters_used": jnp.sum(jnp.bincount(y_test, length=self.num_categories) > 0)}
+        return ev.cluster_errors_jax(probs_val.reshape(-1, self.num_categories), data["val_labels"], y_test,
+                                     data["test_labels"], int(self.config.num_classes))
 
     def report(self, state: TrainState, dataset) -> dict:
         """`curve` on the run's held-out data, plus (categories) the Hungarian matching's error."""
@@ -298,7 +295,8 @@ class PaperAAE(ConfigEquality):
                              f"{tuple(config.lr_drop_epochs)}")
 
 
-def _batches(x: jax.Array, size: int = 1000) -> jax.Array:
-    """[N, ...] -> [N / size, size, ...] for lax.map (N a multiple of size: MNIST's 10 000)."""
-    return x.reshape(-1, size, *x.shape[1:])
+def _batches(x: jax.Array, most: int = 1000) -> jax.Array:
+    """[N, ...] -> [N / size, size, ...] for lax.map, size the largest divisor of N up to `most`
+    that divides it evenly with it (MNIST's 10 000: 1 000)."""
+    return x.reshape(-1, math.gcd(x.shape[0], most), *x.shape[1:])
 

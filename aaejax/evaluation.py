@@ -16,6 +16,7 @@ over examples.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -148,12 +149,12 @@ def parzen(samples, x_val, x_test, sigmas=None) -> dict:
 
 def parzen_jax(samples, x_val, x_test, sigmas, batch: int = 200) -> dict:
     """`parzen` as one traceable function (for jit): samples [M, ...], x_val / x_test [N, ...] in
-    [0, 1] with N a multiple of `batch`, sigmas [S] -> {parzen_ll, parzen_ll_se, parzen_sigma}."""
+    [0, 1] (taken in pieces of at most `batch`), sigmas [S] -> {parzen_ll, parzen_ll_se, parzen_sigma}."""
     samples = samples.reshape(samples.shape[0], -1)
     sq = jnp.sum(samples**2, 1)
 
     def lls(x, sig):
-        x = x.reshape(-1, batch, samples.shape[1])
+        x = x.reshape(-1, math.gcd(x.shape[0], batch), samples.shape[1])
         return jax.lax.map(lambda b: _parzen_terms(b, samples, sq, sig), x).reshape(-1, sig.shape[0])
 
     best = sigmas[jnp.argmax(jnp.mean(lls(x_val, sigmas), 0))]
@@ -175,6 +176,21 @@ def heldout_data(dataset, config) -> dict:
     val_y = dataset.train_labels[held] if official else dataset.test_labels
     return {"test_images": jnp.asarray(dataset.test_images), "test_labels": jnp.asarray(dataset.test_labels),
             "val_images": jnp.asarray(val_x), "val_labels": jnp.asarray(val_y)}
+
+
+def cluster_errors_jax(probs_val, val_labels, test_clusters, test_labels, num_classes: int = 10) -> dict:
+    """Test errors of two ways to name clusters from held-out examples (traceable):
+    cluster_error_paper: cluster i takes the label of the validation example x_n that maximises
+    q(y_i|x_n) (the AAE paper's rule); cluster_error_majority: the majority label of the
+    validation examples it holds (class 0 if none); clusters_used: clusters the test set uses.
+    probs_val [Nv, K] q(y|x) of the validation examples, test_clusters [Nt] ints."""
+    k = probs_val.shape[1]
+    head = val_labels[jnp.argmax(probs_val, 0)]  # [K]
+    counts = jax.nn.one_hot(jnp.argmax(probs_val, 1), k).T @ jax.nn.one_hot(val_labels, num_classes)  # [K, C]
+    majority = jnp.argmax(counts, 1)
+    return {"cluster_error_paper": jnp.mean(head[test_clusters] != test_labels),
+            "cluster_error_majority": jnp.mean(majority[test_clusters] != test_labels),
+            "clusters_used": jnp.sum(jnp.bincount(test_clusters, length=k) > 0)}
 
 
 def contingency(clusters, labels, num_clusters: int, num_classes: int = 10) -> np.ndarray:
