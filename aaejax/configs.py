@@ -64,7 +64,7 @@ ADDED_FIELDS = {
             "labelled_shift": 0, "consistency_weight": 0.0, "consistency_shift": 2, "augment_rotation": 0.0,
             "init": "default", "d_update": "averaged", "init_std": 0.01, "lr_recon": 0.01, "lr_adv": 0.1,
             "lr_supervised": 0.1, "momentum_recon": 0.9, "momentum_adv": 0.1, "momentum_supervised": 0.9,
-            "lr_drop_epochs": (50, 1000), "lr_drop_factor": 0.1},
+            "lr_drop_epochs": [50, 1000], "lr_drop_factor": 0.1},
     "bigan": {"output_bias": True, "bn_flavour": "flax", "z_input": "concat", "zero_output": False,
               "g_z_skip": False, "loss_scale": 1.0, "update_order": "d_first", "init": "default",
               "g_bn_first": True},
