@@ -77,13 +77,19 @@ REMOVED_FIELDS = {
     "bigan": {"d_bn": "separate"},
 }
 REMOVED_IN = "86008c2"  # the last commit that had them
+# Variants renamed so that a name says whether it is the paper's method (issue #34); a saved run
+# of an old name reads as the new one.
+RENAMED_VARIANTS = {"aae": {"paper": "parzen_keras", "semi_supervised": "semi_supervised_plus",
+                            "clustering": "clustering_plus"}, "bigan": {}}
 
 
 def fill_defaults(values: dict) -> dict:
     """A saved config (config.json) as today's code reads it: the fields it predates filled in by
-    the values that reproduce it, the removed ones dropped. ConfigError if it used a removed option."""
+    the values that reproduce it, the removed ones dropped, a renamed variant under its new name.
+    ConfigError if it used a removed option."""
     model = values.get("model", "")
     out = {**base(model).to_dict(), **ADDED_FIELDS.get(model, {}), **values}
+    out["variant"] = RENAMED_VARIANTS.get(model, {}).get(out["variant"], out["variant"])
     for field, off in REMOVED_FIELDS.get(model, {}).items():
         if field in out and out.pop(field) != off:
             raise ConfigError(f"this run used {field}={values[field]!r}, an option removed after commit "

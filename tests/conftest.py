@@ -55,7 +55,7 @@ def tiny_variant(variant, **overrides):
     if c.aae_kind == "categorical":
         c.style_dim = 3
         c.labelled_batch_size = 8
-        c.num_labels = 20 if variant == "semi_supervised" else 0
+        c.num_labels = 20 if variant == "semi_supervised_plus" else 0
     elif c.latent_dim != 2:
         c.latent_dim = 4
     c.update(overrides)

@@ -46,7 +46,7 @@ def test_the_step_draws_prior_codes_of_each_image_label(bars):
 def test_input_noise_is_added_to_the_unlabelled_images(bars):
     """The categorical AAE's encoder sees x + input_noise * N(0, 1) ([-1, 1] scale); x stays the
     reconstruction target."""
-    model = registry.build_model(tiny_variant("clustering"))  # input_noise 0.3
+    model = registry.build_model(tiny_variant("clustering_plus"))  # input_noise 0.3
     batch = batch_of(bars, 16)
     draws = model._draws(model.init(jax.random.PRNGKey(0)), batch)
     np.testing.assert_array_equal(draws["x"], images.signed(batch["image"]))
@@ -73,17 +73,17 @@ def test_2d_prior_config_errors(field, value, match):
 
 
 @pytest.mark.parametrize("config,match", [
-    (tiny_variant("semi_supervised", num_labels=15), "multiple of num_classes"),
-    (tiny_variant("semi_supervised", num_categories=16), "num_categories == num_classes"),
-    (tiny_variant("clustering", aae_kind="vq"), "aae_kind"),
-    (tiny_variant("clustering", phases="alternating"), "phases"),
-    (tiny_variant("clustering", input_noise=-0.1), "input_noise"),
-    (tiny_variant("clustering", balance_weight=-1.0), "balance_weight"),
-    (tiny_variant("clustering", lr_schedule="exponential"), "lr_schedule='constant'"),
-    (tiny_variant("semi_supervised", labelled_shift=-1), "labelled_shift"),
-    (tiny_variant("clustering", consistency_weight=-1.0), "consistency_weight"),
-    (tiny_variant("clustering", consistency_weight=1.0, consistency_shift=0), "consistency_shift"),
-    (tiny_variant("clustering", augment_rotation=-5.0), "augment_rotation"),
+    (tiny_variant("semi_supervised_plus", num_labels=15), "multiple of num_classes"),
+    (tiny_variant("semi_supervised_plus", num_categories=16), "num_categories == num_classes"),
+    (tiny_variant("clustering_plus", aae_kind="vq"), "aae_kind"),
+    (tiny_variant("clustering_plus", phases="alternating"), "phases"),
+    (tiny_variant("clustering_plus", input_noise=-0.1), "input_noise"),
+    (tiny_variant("clustering_plus", balance_weight=-1.0), "balance_weight"),
+    (tiny_variant("clustering_plus", lr_schedule="exponential"), "lr_schedule='constant'"),
+    (tiny_variant("semi_supervised_plus", labelled_shift=-1), "labelled_shift"),
+    (tiny_variant("clustering_plus", consistency_weight=-1.0), "consistency_weight"),
+    (tiny_variant("clustering_plus", consistency_weight=1.0, consistency_shift=0), "consistency_shift"),
+    (tiny_variant("clustering_plus", augment_rotation=-5.0), "augment_rotation"),
 ])
 def test_categorical_config_errors(config, match):
     with pytest.raises(ConfigError, match=match):
@@ -98,7 +98,7 @@ def _adam_counts(net) -> list[int]:
 def test_sequential_phases_step_the_encoder_three_times(bars):
     """Sequential phases update the encoder three times a step (reconstruction, regularisation,
     supervised) and the decoder twice with labelled_recon; each discriminator once."""
-    config = tiny_variant("semi_supervised", phases="sequential", lr_schedule="constant")
+    config = tiny_variant("semi_supervised_plus", phases="sequential", lr_schedule="constant")
     model = registry.build_model(config)
     new, _ = jax.jit(model.train_step)(model.init(jax.random.PRNGKey(0)), _batch(bars, config))
     for name, count in {"encoder": 3, "decoder": 2, "disc_category": 1, "disc_style": 1}.items():
@@ -135,7 +135,7 @@ def _batch(bars, config):
 
 
 @pytest.mark.parametrize("variant", ["mixture", "mixture_cond", "swiss_roll_cond", "supervised",
-                                     "semi_supervised", "clustering"])
+                                     "semi_supervised_plus", "clustering_plus"])
 def test_one_step_keeps_shapes(bars, variant):
     """Shapes and finiteness of one step and of the API on every variant (the step's values:
     test_steps.py)."""
@@ -172,7 +172,7 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
     """The step reads labelled_label, never batch['label']: changing the latter changes nothing.
     The labelled label reaches the encoder, and the decoder exactly when labelled_recon rebuilds
     the labelled images from it."""
-    config = tiny_variant("semi_supervised", labelled_recon=labelled_recon, labelled_shift=0, augment_rotation=0.0)
+    config = tiny_variant("semi_supervised_plus", labelled_recon=labelled_recon, labelled_shift=0, augment_rotation=0.0)
     model = registry.build_model(config)
     state = model.init(jax.random.PRNGKey(0))
     batch = _batch(bars, config)
@@ -188,7 +188,7 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["mixture_cond", "supervised", "semi_supervised", "clustering"])
+@pytest.mark.parametrize("variant", ["mixture_cond", "supervised", "semi_supervised_plus", "clustering_plus"])
 def test_evaluate_end_to_end(tmp_path, bars, variant):
     from experiments.evaluate import evaluate
 
@@ -198,16 +198,16 @@ def test_evaluate_end_to_end(tmp_path, bars, variant):
     assert saved == json.loads(json.dumps(out))
     assert_documented(out)  # with the categorical models' keys
     assert np.isfinite(saved["recon_mse"]) and np.isfinite(saved["knn1_acc"])
-    if variant in ("semi_supervised", "clustering"):
+    if variant in ("semi_supervised_plus", "clustering_plus"):
         assert 0 <= saved["cluster_error_majority"] <= 1 and 0 <= saved["cluster_error_hungarian"] <= 1
-        assert ("test_error" in saved) == (variant == "semi_supervised")
+        assert ("test_error" in saved) == (variant == "semi_supervised_plus")
     for name in ("samples", "reconstructions", "latent_scatter", "interpolations", "losses"):
         assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 0
-    if variant in ("supervised", "semi_supervised", "clustering"):
+    if variant in ("supervised", "semi_supervised_plus", "clustering_plus"):
         assert (tmp_path / "eval" / "styles.png").stat().st_size > 0
     m = aaejax.load(tmp_path)
     assert m.sample(3).shape == (3, 28, 28, 1)
-    if variant == "clustering":  # all 16 clusters are scored; the bars' labels are 10 classes
+    if variant == "clustering_plus":  # all 16 clusters are scored; the bars' labels are 10 classes
         assert 1 <= saved["clusters_used"] <= 16
 
 
@@ -215,7 +215,7 @@ def test_semi_supervised_learns_the_labels(tmp_path, bars):
     """On the bars set (a label = a bar position), 20 labels and 300 steps classify most test bars
     (0.72 measured; 0.66 without labelled_recon; chance is 0.1)."""
     # A bar's class is its position, which a shift or a rotation changes: no augmentation here.
-    config = tiny_variant("semi_supervised", num_steps=300, log_every=100, sample_every=300,
+    config = tiny_variant("semi_supervised_plus", num_steps=300, log_every=100, sample_every=300,
                           checkpoint_every=300, labelled_shift=0, consistency_weight=0.0,
                           augment_rotation=0.0)
     state = trainer.train(config, tmp_path, bars)
@@ -226,7 +226,7 @@ def test_semi_supervised_learns_the_labels(tmp_path, bars):
 
 def test_the_step_and_decode_refuse_labels_of_the_wrong_shape(bars):
     """chex guards the boundaries: labels must be one per image."""
-    for variant, labelled in (("mixture_cond", 0), ("semi_supervised", 8)):
+    for variant, labelled in (("mixture_cond", 0), ("semi_supervised_plus", 8)):
         model = registry.build_model(tiny_variant(variant))
         state = model.init(jax.random.PRNGKey(0))
         batch = batch_of(bars, 16, labelled)

@@ -22,7 +22,8 @@ def _cli(*args, module="experiments.aae", tmp_path=None):
 @pytest.mark.parametrize("args,says", [
     (["--config.adv_wieght=0.01"], "unknown config field 'adv_wieght'; did you mean adv_weight?"),
     (["--config=aae:paper"], "cannot load the config file of --config=aae:paper; use --config=experiments/aae.py"),
-    (["--config=experiments/aae.py:mixtur"], "unknown aae variant 'mixtur'; choose one of seed, paper, mixture"),
+    (["--config=experiments/aae.py:mixtur"], "unknown aae variant 'mixtur'; choose one of seed, parzen_keras, mixture"),
+    (["--config=experiments/aae.py:semi_supervised"], "unknown aae variant 'semi_supervised': renamed 'semi_supervised_plus'"),
     (["--config.batch_size=abc"], "bad value 'abc' for config field batch_size"),
     (["--config.prior=cauchy"], "unknown prior 'cauchy'; choose one of gaussian"),
     (["--config.batch_size=0"], "batch_size must be in 1..60000"),
@@ -51,9 +52,9 @@ def test_help_lists_the_flags_and_every_field():
 
 
 def test_a_runs_label_matches_its_settings():
-    proc = _cli("--config=experiments/aae.py:paper", "--print_config")
+    proc = _cli("--config=experiments/aae.py:parzen_keras", "--print_config")
     config = json.loads(proc.stdout)
-    assert (config["variant"], config["latent_dim"], config["prior_scale"], config["hidden"]) == ("paper", 8, 5.0, [1200, 1200])
+    assert (config["variant"], config["latent_dim"], config["prior_scale"], config["hidden"]) == ("parzen_keras", 8, 5.0, [1200, 1200])
     assert json.loads(_cli("--print_config").stdout)["variant"] == "seed"
 
 

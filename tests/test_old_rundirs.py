@@ -34,6 +34,7 @@ def test_old_run_dir_loads_and_resumes(tmp_path, name):
     assert old.step == 4 and old.sample(2).shape == (2, 28, 28, 1)
     bars = bars_dataset(n_train=64, n_test=64)
     config = rundir.read_config(workdir)
+    assert config.variant == {"aae_semi_supervised": "semi_supervised_plus"}.get(name, saved["variant"])  # renamed
     resumed = trainer.train(config, workdir, bars)
     assert int(resumed.step) == 8
     assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [4, 8]

@@ -149,14 +149,14 @@ def naive_bigan_step(model, state, batch):
 
 CASES = {
     "aae_seed_two_batches": (lambda: tiny_aae_config(), naive_aae_step, 0),
-    "aae_paper_averaged": (lambda: tiny_variant("paper", hidden=(64, 64), disc_hidden=(32, 32)), naive_aae_step, 0),
+    "aae_paper_averaged": (lambda: tiny_variant("parzen_keras", hidden=(64, 64), disc_hidden=(32, 32)), naive_aae_step, 0),
     "aae_supervised": (lambda: tiny_variant("supervised"), naive_aae_step, 0),
     "aae_mixture_conditioned": (lambda: tiny_variant("mixture_cond"), naive_aae_step, 0),
-    "semi_supervised_joint": (lambda: tiny_variant("semi_supervised"), naive_categorical_step, 8),
+    "semi_supervised_joint": (lambda: tiny_variant("semi_supervised_plus"), naive_categorical_step, 8),
     "semi_supervised_sequential_noisy": (
-        lambda: tiny_variant("semi_supervised", phases="sequential", input_noise=0.3, lr_schedule="constant"),
+        lambda: tiny_variant("semi_supervised_plus", phases="sequential", input_noise=0.3, lr_schedule="constant"),
         naive_categorical_step, 8),
-    "clustering_sequential": (lambda: tiny_variant("clustering"), naive_categorical_step, 0),
+    "clustering_sequential": (lambda: tiny_variant("clustering_plus"), naive_categorical_step, 0),
     "bigan_official_simultaneous": (lambda: tiny_bigan_config(zero_output=False), naive_bigan_step, 0),
     "bigan_seed_minimax": (lambda: tiny_bigan_config("seed"), naive_bigan_step, 0),
     "bigan_d_first": (lambda: tiny_bigan_config(update_order="d_first", zero_output=False), naive_bigan_step, 0),

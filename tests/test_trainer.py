@@ -112,7 +112,7 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
 
 
 def _clustering(**overrides):
-    return tiny_variant("clustering", **overrides)
+    return tiny_variant("clustering_plus", **overrides)
 
 
 def _bigan_constant_rate(**overrides):  # a decaying schedule would refuse the changed num_steps
@@ -121,7 +121,7 @@ def _bigan_constant_rate(**overrides):  # a decaying schedule would refuse the c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("make_config", [tiny_aae_config, _clustering, _bigan_constant_rate],
-                         ids=["aae", "clustering", "bigan_official"])
+                         ids=["aae", "clustering_plus", "bigan_official"])
 def test_resume_continues_to_the_same_parameters(tmp_path, bars, make_config):
     """20 steps + 20 more (resumed from the checkpoint) == 40 steps in one go, bit for bit."""
     full = trainer.train(make_config(num_steps=40), tmp_path / "a", bars)
@@ -218,9 +218,9 @@ def test_saved_config_predating_a_field_gets_the_value_that_reproduces_it(tmp_pa
     from aaejax import configs
 
     for variant, differing in (("seed", {"init", "d_update"}),  # the seed became Keras-GAN's program
-                               ("semi_supervised", {"labelled_recon", "labelled_shift", "balance_weight",
+                               ("semi_supervised_plus", {"labelled_recon", "labelled_shift", "balance_weight",
                                                     "consistency_weight", "augment_rotation"}),
-                               ("clustering", {"phases", "input_noise", "balance_weight", "consistency_weight",
+                               ("clustering_plus", {"phases", "input_noise", "balance_weight", "consistency_weight",
                                                "augment_rotation"})):
         config = tiny_variant(variant)
         saved = {k: v for k, v in rundir.config_dict(config).items() if k not in configs.ADDED_FIELDS["aae"]}
@@ -354,7 +354,7 @@ def test_cli_variant_with_seeds_and_overwrite(tmp_path):
     same work dir is refused and the message points to --overwrite (whose effect
     test_overwrite_replaces_a_run_with_another_config checks)."""
     workdir = tmp_path / "run"
-    args = [f"--workdir={workdir}", "--config=experiments/aae.py:semi_supervised", "--steps=4",
+    args = [f"--workdir={workdir}", "--config=experiments/aae.py:semi_supervised_plus", "--steps=4",
             "--config.num_seeds=2", "--config.hidden=(32,32)", "--config.disc_hidden=(16,16)",
             "--config.style_dim=2", "--config.num_labels=10", "--config.batch_size=16",
             "--config.labelled_batch_size=8", "--config.log_every=2"]
