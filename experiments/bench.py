@@ -4,7 +4,11 @@ Prints one JSON line per measurement:
 - {"bench": "train", model, batch_size, impl: "aaejax"|"torch", steps_per_sec, images_per_sec,
    sec_per_epoch, device, ...} and the aaejax/torch ratio;
 - {"bench": "first_step", cache: "cold"|"warm", seconds}: a fresh process from start to the
-  first trained chunk, with an empty and then a filled persistent compilation cache.
+  first trained chunk, with an empty and then a filled persistent compilation cache;
+- with --loop, {"bench": "loop", model, variant, ...}: the CPU stand-in for a fast device (every
+  width 8, batch 8, so a step costs microseconds) through the real loop (`trainer.train`) at the
+  variant's own cadences and length, against the same run as one chunk with no intermediate
+  grids or checkpoints; and the first ETA the run printed against the time it then took.
 
 The aaejax side runs `trainer.make_train_chunk` -- the very function `make train` uses -- on a
 device-resident uint8 dataset of MNIST's size. Contents do not change the speed, so random bytes
@@ -29,6 +33,7 @@ flags.DEFINE_bool("torch", True, "Also measure the PyTorch eager reference (need
 flags.DEFINE_bool("first_step", True, "Measure cold/warm-cache time to the first trained step.")
 flags.DEFINE_list("seed_counts", [], "Also measure num_seeds vmapped models at these counts (e.g. 1,4,16,64), "
                   "at the first batch size; model-steps/s and the speed-up over one model.")
+flags.DEFINE_bool("loop", False, "Only the loop stand-in (aae:seed, bigan:official at width 8, batch 8).")
 flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
 FLAGS = flags.FLAGS
 
@@ -195,6 +200,67 @@ def bench_first_step(model_name: str) -> list[dict]:
     return out
 
 
+LOOP_VARIANTS = {"aae": "seed", "bigan": "official"}
+
+
+def _standin(model_name: str):
+    """The variant at width 8, batch 8 (its cadences and length unchanged)."""
+    import importlib
+
+    c = importlib.import_module(f"experiments.{model_name}").get_config(LOOP_VARIANTS[model_name])
+    for field in ("hidden", "disc_hidden", "g_hidden", "e_hidden", "d_hidden"):
+        if field in c:
+            c[field] = (8, 8)
+    c.batch_size = 8
+    if "bn_eval_batches" in c:
+        c.bn_eval_batches = min(int(c.bn_eval_batches), 8)
+    return c
+
+
+def bench_loop(model_name: str) -> dict:
+    """wall time of the real loop on the stand-in, at the variant's cadences and as one chunk."""
+    import logging
+    import re
+
+    import numpy as np
+
+    from aaejax import data as data_lib
+    from aaejax import trainer
+
+    rng = np.random.default_rng(0)
+    ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, 28, 28, 1), np.uint8),
+                          rng.integers(0, 10, N_TRAIN).astype(np.int32), rng.integers(0, 256, (10000, 28, 28, 1), np.uint8),
+                          rng.integers(0, 10, 10000).astype(np.int32), source="random bytes")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("aaejax").addHandler(handler)
+    logging.getLogger("aaejax").setLevel(logging.INFO)
+    out = {"bench": "loop", "model": model_name, "variant": LOOP_VARIANTS[model_name]}
+    try:
+        for name in ("one_chunk", "default"):  # one_chunk first: it also fills the compilation cache
+            c = _standin(model_name)
+            if name == "one_chunk":
+                c.log_every = c.sample_every = c.checkpoint_every = c.num_steps
+            messages.clear()
+            with tempfile.TemporaryDirectory() as workdir:
+                t0 = time.perf_counter()
+                trainer.train(c, workdir, dataset=ds)
+                wall = time.perf_counter() - t0
+            done = next(m for m in messages if m.startswith("trained to step"))
+            out[f"{name}_s"] = round(float(re.search(r"in ([\d.]+) s", done).group(1)), 2)
+            out[f"{name}_wall_s"] = round(wall, 2)
+            eta = next((m for m in messages if "about" in m and "to go" in m), None)
+            if name == "default" and eta:
+                h, m_, s_ = map(int, re.search(r"about (\d+):(\d+):(\d+)", eta).group(1, 2, 3))
+                out["first_eta_s"], out["first_eta_at_s"] = h * 3600 + m_ * 60 + s_, eta
+        out["steps"] = int(c.num_steps)
+        out["default_over_one_chunk"] = round(out["default_s"] / out["one_chunk_s"], 3)
+    finally:
+        logging.getLogger("aaejax").removeHandler(handler)
+    return out
+
+
 def main(argv):
     del argv
     if FLAGS._first_step_child:
@@ -203,6 +269,13 @@ def main(argv):
     from aaejax import cli
 
     cli.enable_compilation_cache()
+    if FLAGS.loop:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+        for model_name in FLAGS.models:
+            print(json.dumps(bench_loop(model_name)), flush=True)
+        return
     for model_name in FLAGS.models:
         for bs in map(int, FLAGS.batch_sizes):
             rows = {"aaejax": bench_aaejax(model_name, bs, FLAGS.seconds)}
