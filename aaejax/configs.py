@@ -47,6 +47,9 @@ def base(model: str) -> ml_collections.ConfigDict:
     c.log_every = 200
     c.sample_every = 1000
     c.checkpoint_every = 5000
+    # A checkpoint_every boundary saves only this long after the last save (keep_steps, the end and
+    # a stop always save): a fast device does not spend its run saving. 0 = every boundary.
+    c.checkpoint_seconds = 60.0
     c.max_to_keep = 3
     c.keep_steps = ()  # checkpoints at these steps are saved and never deleted
     c.eval_every = 0  # steps between evaluations of the model's `curve` (metrics.jsonl eval_*); 0 = none

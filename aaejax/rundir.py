@@ -37,7 +37,7 @@ ARTIFACTS = ("checkpoints", "checkpoints_unreadable", "samples", "tensorboard", 
 # Fields that may change when a run is resumed (they don't change what is learned). num_steps
 # only under a schedule not laid out over num_steps (optim.STEP_FREE_SCHEDULES).
 RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps",
-                    "eval_every")
+                    "eval_every", "checkpoint_seconds")
 
 
 def config_dict(config) -> dict:

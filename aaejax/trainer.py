@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,7 @@ class Run:
             else None
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.writer: writers.MetricWriter | None = None  # opened by initial_state, at the step it restores
+        self.last_save = time.perf_counter()
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
             multihost_utils.process_allgather, tiled=True)
 
@@ -307,18 +309,28 @@ class Run:
         out = self.fetch(curves(state, self.curve_data, keys, model=self.model, num_seeds=self.seeds.n))
         return {f"eval_{k}": np.asarray(v) for k, v in out.items()}
 
+    def seconds_since_save(self) -> float:
+        """Since the run's last checkpoint was saved (or since it started)."""
+        return time.perf_counter() - self.last_save
+
     def save(self, step: int, state) -> None:
+        self.last_save = time.perf_counter()
         meta = {"model": self.config.model, "step": step, "num_seeds": self.seeds.n,
                 "config": rundir.config_dict(self.config)}
         self.ckpt.save(step, state, meta)
 
-    def write_samples(self, step: int, state) -> None:
-        """Reconstructions of 64 test images and 64 prior samples, of the first model."""
+    def sample_images(self, state) -> tuple:
+        """(reconstructions of 64 test images, 64 prior samples) of the first model, on the device
+        (dispatched, not waited for)."""
         s = self.seeds.first(state)
-        recon = np.asarray(protocol.reconstruct(s, self.fixed_inputs, self.fixed_labels, model=self.model))
-        pairs = writers.side_by_side(np.asarray(self.fixed_inputs), recon)
-        self.writer.image("recon", step, writers.image_grid(pairs, ncols=8))
-        samples = np.asarray(protocol.sample(s, self.sample_keys[0], 64, model=self.model))
+        return (protocol.reconstruct(s, self.fixed_inputs, self.fixed_labels, model=self.model),
+                protocol.sample(s, self.sample_keys[0], 64, model=self.model))
+
+    def write_samples(self, step: int, images_) -> None:
+        """Writes sample_images' grids: test inputs over their reconstructions, and the samples."""
+        recon, samples = (np.asarray(x) for x in images_)
+        self.writer.image("recon", step, writers.image_grid(writers.side_by_side(np.asarray(self.fixed_inputs), recon),
+                                                            ncols=8))
         self.writer.image("samples", step, writers.image_grid(samples, ncols=8))
 
     def finish(self, pending, step: int):
@@ -371,6 +383,90 @@ def _crossed(step: int, prev: int, every: int) -> bool:
     return step // every > prev // every
 
 
+# A compiled call's target length in seconds once the step time is known: long enough that the
+# loop around it costs little on a fast device, short enough that a stop waits only this long.
+CHUNK_SECONDS = 2.0
+
+
+class ChunkPlan:
+    """Where a run's chunks end. metrics.jsonl gets one line per *segment*, which ends at each
+    multiple of log_every, at each keep step and at num_steps. A *boundary* is a segment end
+    where the host needs the state: a sample grid, checkpoint or evaluation is due there (its
+    `every` was crossed), a keep step, or the end. A chunk is one compiled call: when steps are
+    fast, whole segments, never past a boundary: from a boundary to the next when it is within
+    about CHUNK_SECONDS (boundaries recur, so does that length), one segment at a time until a
+    boundary, or else a power of two of them; when slow, log_every / 2^j steps (about
+    CHUNK_SECONDS), cut at the segment's end. So the lengths compiled are few."""
+
+    def __init__(self, config, evaluates: bool):
+        self.log_every, self.num_steps = int(config.log_every), int(config.num_steps)
+        self.keep = sorted(int(k) for k in config.keep_steps)
+        self.everies = [int(config.sample_every), int(config.checkpoint_every)]
+        if evaluates:
+            self.everies.append(int(config.eval_every))
+
+    def segment_end(self, step: int) -> int:
+        """The first segment end after `step`."""
+        return min((step // self.log_every + 1) * self.log_every, self.num_steps,
+                   *(k for k in self.keep if k > step))
+
+    def is_boundary(self, end: int, start: int) -> bool:
+        """Whether the segment (start, end] ends where the host needs the state."""
+        return end >= self.num_steps or end in self.keep or any(_crossed(end, start, e) for e in self.everies)
+
+    def length(self, step: int, step_seconds: float | None, previous: int = 0) -> int:
+        """The next chunk's length from `step`. Before the step time is known (`step_seconds`
+        None), one segment. Inside a segment, the `previous` length (no new program), cut at the
+        segment's end; else log_every / 2^j, the largest that fits the time budget."""
+        end = self.segment_end(step)
+        start = self.segment_start(end)
+        if step_seconds is None:
+            return end - step
+        budget = max(int(CHUNK_SECONDS / step_seconds), 1)
+        if step != start and 0 < previous <= 2 * budget:
+            return min(previous, end - step)
+        if step != start or end - step > budget:  # part of a segment
+            length = self.log_every
+            while length > max(budget, 1):
+                length //= 2
+            return min(length, end - step)
+        ends, start = [end], step
+        while not self.is_boundary(ends[-1], start):
+            start, nxt = ends[-1], self.segment_end(ends[-1])
+            if nxt - step > budget:
+                break
+            ends.append(nxt)
+        if self.is_boundary(ends[-1], start):  # the next boundary is within reach
+            # From a boundary, all the way (boundaries recur, so this length recurs); else one
+            # segment at a time (a length already compiled) until the next boundary.
+            at_boundary = step == 0 or self.is_boundary(step, self.segment_start(step))
+            return ends[-1] - step if at_boundary else ends[0] - step
+        return ends[2 ** int(math.log2(len(ends))) - 1] - step
+
+    def segment_start(self, end: int) -> int:
+        """The start of the segment that ends at `end`."""
+        return max((end - 1) // self.log_every * self.log_every, *(k for k in self.keep if k < end), 0)
+
+    def ends_segment(self, end: int) -> bool:
+        return end == self.segment_end(end - 1)
+
+
+class StepTimer:
+    """Seconds per step, over the chunks so far, each timed from when it could start (its call
+    returned, compiled and dispatched, and the chunk before it finished) to when it finished.
+    `compiled`: the chunk lengths compiled so far."""
+
+    def __init__(self):
+        self.compiled, self.steps, self.seconds = set(), 0, 0.0
+
+    def add(self, length: int, seconds: float) -> None:
+        self.steps, self.seconds = self.steps + length, self.seconds + seconds
+
+    @property
+    def step_seconds(self) -> float | None:
+        return self.seconds / self.steps if self.steps else None
+
+
 def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, overwrite: bool = False):
     """Trains `config.model` to `config.num_steps`, resuming from `workdir` when it has a run of
     the same config (a different one is refused, or deleted first when `overwrite`). The work
@@ -390,59 +486,93 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
 
 
 def _loop(run: Run, config):
-    """The training loop: chunks, then at their boundaries logs, grids and checkpoints."""
-    keep = sorted(int(k) for k in config.keep_steps)
-    t_start, compile_s, pending, step = time.perf_counter(), None, None, 0
+    """The training loop. Chunks are dispatched ahead: while the device runs one, the host logs
+    the previous one's metrics (JAX dispatches asynchronously; each chunk donates the state it
+    was given). At a boundary (ChunkPlan) the loop waits for the state, saves and draws, then goes
+    on. A stop (SIGINT/SIGTERM) is honoured when the chunks in flight end."""
+    plan, timer = ChunkPlan(config, run.curve_data is not None), StepTimer()
+    t_start, compile_s, step = time.perf_counter(), None, 0
+    inflight: list[dict] = []  # dispatched chunks, oldest first
     try:
         state, step = run.initial_state()
         if step >= config.num_steps:
             log.warning("already at step %d of %d: nothing to train (a larger --steps trains on)", step,
                         config.num_steps)
         else:
-            log.info("training %s (%s) for %d steps%s; the ETA follows the first chunk", config.model,
+            log.info("training %s (%s) for %d steps%s; the ETA follows the first timed chunks", config.model,
                      config.get("variant") or "custom", config.num_steps, f", from step {step}" if step else "")
         chunk_fn, progress = run.chunk_fn(), Progress(config.num_steps, enabled=run.primary)
+        segment = Segment(step)
+        dispatched, last_ready, eta_logged, previous, deferred, t_first = step, None, False, 0, None, 0.0
         with StopOnSignal() as stop:
             try:
-                while step < config.num_steps:
-                    length = min(config.log_every, config.num_steps - step, *(k - step for k in keep if k > step))
-                    t0 = time.perf_counter()
-                    pending = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
-                    metrics, error = run.finish(pending, step)
+                while True:
+                    stopping = run.stop_requested(stop)
+                    # Dispatch ahead while the state is not needed: up to two chunks in flight.
+                    while (not stopping and dispatched < config.num_steps and len(inflight) < 2
+                           and not (inflight and inflight[-1]["boundary"])):
+                        length = plan.length(dispatched, timer.step_seconds, inflight[-1]["length"] if inflight
+                                             else previous)
+                        previous = length
+                        new_program = length not in timer.compiled
+                        t_first = time.perf_counter() if compile_s is None and not inflight else t_first
+                        if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
+                            break
+                        timer.compiled.add(length)
+                        timed_plan = timer.step_seconds is not None
+                        out = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
+                        t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
+                        state = out[0]
+                        end = dispatched + length
+                        boundary = plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))
+                        inflight.append({"start": dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
+                                         "timed_plan": timed_plan,
+                                         "boundary": boundary})
+                        dispatched = end
+                    if deferred is not None:
+                        deferred, work = None, deferred
+                        work()
+                    if not inflight:
+                        if stopping:
+                            _stop(run, state, step, stop.signum)
+                        break
+                    chunk = inflight[0]
+                    metrics, error = run.finish(chunk["out"], chunk["start"])  # waits for the oldest chunk
                     if error:
-                        pending = None
                         raise NonFiniteError(error)
-                    dt = time.perf_counter() - t0
+                    inflight.pop(0)
+                    now = time.perf_counter()
+                    dt = now - max(chunk["t0"], last_ready or chunk["t0"])
+                    last_ready = now
+                    timer.add(chunk["length"], dt)
                     if compile_s is None:
-                        compile_s = dt
-                        left = config.num_steps - step - length
-                        log.info("first chunk %.1f s incl. compilation; %d steps to go, about %s at this speed",
-                                 dt, left, time.strftime("%H:%M:%S", time.gmtime(left * dt / length)))
-                    prev, (state, pending), step = step, (pending[0], None), step + length
-                    last = step == config.num_steps
-                    want_eval = run.curve_data is not None and (_crossed(step, prev, config.eval_every) or last)
-                    evals = run.curve(step, state) if want_eval else None
-                    progress.update(step, length / dt, run.log(step, metrics, dt, evals))
-                    want_samples = _crossed(step, prev, config.sample_every) or last
-                    want_ckpt = _crossed(step, prev, config.checkpoint_every) or last or step in keep
-                    if want_samples or want_ckpt:
-                        state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
-                    if want_samples:
-                        run.write_samples(step, state)
-                    if want_ckpt:
-                        run.save(step, state)
-                    if run.stop_requested(stop):
-                        if step not in run.ckpt.steps():
-                            run.save(step, run.eval_state(state, step))
-                        log.warning("stopped by signal %s at step %d; checkpoint saved", stop.signum, step)
-                        raise KeyboardInterrupt(f"signal {stop.signum}")
+                        compile_s = now - t_first
+                        log.info("first chunk %.1f s incl. compilation", compile_s)
+                    if not eta_logged and chunk["timed_plan"]:  # a chunk sized by the step time: a fair sample
+                        eta_logged = True
+                        left = config.num_steps - chunk["start"] - chunk["length"]
+                        log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
+                                 time.strftime("%H:%M:%S", time.gmtime(left * timer.step_seconds)), 1 / timer.step_seconds)
+                    step = chunk["start"] + chunk["length"]
+                    if chunk["boundary"] and not inflight:  # the state at `step` is `state`: save and draw
+                        state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, timer,
+                                                       metrics, dt)
+                    else:
+                        _log_segments(run, config, plan, segment, progress, timer, metrics, dt, chunk["start"])
+                    if stopping and not inflight:
+                        _stop(run, state, step, stop.signum)
             except KeyboardInterrupt:
+                if deferred is not None:  # the last boundary's grids and line
+                    deferred()
                 progress.close()
-                if pending is not None:  # interrupted while a chunk ran: its input state is donated, so
-                    _, error = run.finish(pending, step)  # finish it and keep its result if it is finite
-                    if error is None:
-                        state, step = pending[0], int(np.ravel(pending[0].step)[0])
-                if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
+                ok = True
+                for chunk in inflight:  # interrupted with chunks in flight: their input states are donated, so
+                    _, error = run.finish(chunk["out"], chunk["start"])  # finish them; keep the result if finite
+                    ok = ok and error is None
+                    if ok:
+                        step = chunk["start"] + chunk["length"]
+                inflight = []
+                if ok and not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
                     log.warning("interrupted: saving a checkpoint at step %d", step)
                     run.save(step, run.eval_state(state, step))
                 raise
@@ -453,3 +583,80 @@ def _loop(run: Run, config):
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,
                  time.perf_counter() - t_start, compile_s or 0)
     return state
+
+
+def _stop(run: Run, state, step: int, signum) -> None:
+    """A stop requested by a signal, with no chunk in flight: saves the state, then interrupts."""
+    if step not in run.ckpt.steps():
+        run.save(step, run.eval_state(state, step))
+    log.warning("stopped by signal %s at step %d; checkpoint saved", signum, step)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class Segment:
+    """The host's share of one metrics.jsonl line: per-step metrics of the current segment, which
+    a chunk may cover part of, or several of."""
+
+    def __init__(self, start: int):
+        self.start, self.parts, self.seconds = start, [], 0.0
+
+    def add(self, metrics: dict, seconds: float) -> None:
+        self.parts.append(metrics)
+        self.seconds += seconds
+
+    def take(self, end: int) -> tuple[dict, float]:
+        metrics = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        out = (metrics, self.seconds)
+        self.start, self.parts, self.seconds = end, [], 0.0
+        return out
+
+
+def _split(metrics: dict, start: int, ends: list[int]) -> list[dict]:
+    """A chunk's per-step metrics [L, ...] from `start`, cut at the segment ends inside it."""
+    cuts = [e - start for e in ends]
+    return [{k: v[a:b] for k, v in metrics.items()} for a, b in zip([0, *cuts[:-1]], cuts)]
+
+
+def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, start, evals=None) -> None:
+    """Adds a chunk's metrics to the segments they belong to, writing a line per completed one
+    (`evals`: the model's curve, on the last)."""
+    length = len(next(iter(metrics.values())))
+    end, ends = start + length, []
+    cursor = start
+    while cursor < end:
+        cursor = plan.segment_end(cursor)
+        if cursor <= end:
+            ends.append(cursor)
+    if not ends or ends[-1] != end:
+        ends.append(end)
+    for i, (part, seg_end) in enumerate(zip(_split(metrics, start, ends), ends)):
+        segment.add(part, dt * len(next(iter(part.values()))) / length)
+        if seg_end == plan.segment_end(segment.start) or seg_end >= config.num_steps:
+            seg_metrics, seconds = segment.take(seg_end)
+            last = i == len(ends) - 1
+            scalars = run.log(seg_end, seg_metrics, seconds, evals if last else None)
+            rate = 1 / timer.step_seconds if timer.step_seconds else len(next(iter(seg_metrics.values()))) / seconds
+            progress.update(seg_end, rate, scalars)
+
+
+def _at_boundary(run, config, plan, state, step, segment, progress, timer, metrics, dt):
+    """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve and
+    the segment's line, the checkpoint. Returns (the state training continues from, the host
+    work to do once the next chunk is dispatched: writing the grids, or None)."""
+    prev = plan.segment_start(step)
+    last = step >= config.num_steps
+    want_samples = _crossed(step, prev, config.sample_every) or last
+    want_ckpt = last or step in plan.keep or (_crossed(step, prev, config.checkpoint_every)
+                                              and run.seconds_since_save() >= config.checkpoint_seconds)
+    want_eval = run.curve_data is not None and (_crossed(step, prev, config.eval_every) or last)
+    if want_samples or want_ckpt:
+        state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
+    evals = run.curve(step, state) if want_eval else None
+    grids = run.sample_images(state) if want_samples else None
+    # The line before the checkpoint: a run killed after the save resumes past this line.
+    _log_segments(run, config, plan, segment, progress, timer, metrics, dt, step - len(next(iter(metrics.values()))),
+                  evals)
+    if want_ckpt:
+        run.save(step, state)
+    # The grids once the next chunk is dispatched: encoding them overlaps its steps.
+    return state, (lambda: run.write_samples(step, grids)) if grids is not None else None

@@ -29,18 +29,30 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
     return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def save_png(path: str | Path, grid: np.ndarray, scale: int = 2) -> None:
-    """Writes to a temporary name, then renames: never a torn PNG. OSError -> WriteError."""
-    from aaejax.files import WriteError
+def encode_png(grid: np.ndarray, scale: int = 2) -> bytes:
+    """A uint8 grid [H, W] as PNG bytes, each pixel `scale` x `scale`. zlib level 1: a run's grids
+    are drawn often, and level 6 took 3x as long for files a quarter smaller."""
+    import io
 
-    path = Path(path)
     img = Image.fromarray(grid, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def save_png(path: str | Path, grid: np.ndarray | bytes, scale: int = 2) -> None:
+    """Writes a grid (or its encode_png bytes) to a temporary name, then renames: never a torn
+    PNG. OSError -> WriteError."""
+    from aaejax.files import WriteError
+
+    path = Path(path)
+    data = grid if isinstance(grid, bytes) else encode_png(grid, scale)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(tmp, format="PNG")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -127,9 +139,13 @@ class MetricWriter:
     def image(self, name: str, step: int, grid: np.ndarray) -> None:
         """grid: uint8 [H, W] (image_grid) -> samples/<name>_<step>.png and TensorBoard `name`."""
         if self.enabled:
-            save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", grid)
+            from tensorboardX.proto.summary_pb2 import Summary
+
+            png = encode_png(grid)  # once, for the file and the event (add_image would encode again)
+            save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", png)
+            image = Summary.Image(height=2 * grid.shape[0], width=2 * grid.shape[1], colorspace=1, encoded_image_string=png)
             with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-                self._tb.add_image(name, grid[None], step, dataformats="CHW")
+                self._tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), step)
 
     def close(self) -> None:
         if not self.enabled:

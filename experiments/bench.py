@@ -231,9 +231,9 @@ def bench_loop(model_name: str) -> dict:
     ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, 28, 28, 1), np.uint8),
                           rng.integers(0, 10, N_TRAIN).astype(np.int32), rng.integers(0, 256, (10000, 28, 28, 1), np.uint8),
                           rng.integers(0, 10, 10000).astype(np.int32), source="random bytes")
-    messages = []
+    messages, times = [], []
     handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
+    handler.emit = lambda record: (messages.append(record.getMessage()), times.append(time.perf_counter()))
     logging.getLogger("aaejax").addHandler(handler)
     logging.getLogger("aaejax").setLevel(logging.INFO)
     out = {"bench": "loop", "model": model_name, "variant": LOOP_VARIANTS[model_name]}
@@ -243,17 +243,20 @@ def bench_loop(model_name: str) -> dict:
             if name == "one_chunk":
                 c.log_every = c.sample_every = c.checkpoint_every = c.num_steps
             messages.clear()
+            times.clear()
             with tempfile.TemporaryDirectory() as workdir:
                 t0 = time.perf_counter()
                 trainer.train(c, workdir, dataset=ds)
-                wall = time.perf_counter() - t0
+                t_end = time.perf_counter()
+                wall = t_end - t0
             done = next(m for m in messages if m.startswith("trained to step"))
             out[f"{name}_s"] = round(float(re.search(r"in ([\d.]+) s", done).group(1)), 2)
             out[f"{name}_wall_s"] = round(wall, 2)
-            eta = next((m for m in messages if "about" in m and "to go" in m), None)
-            if name == "default" and eta:
-                h, m_, s_ = map(int, re.search(r"about (\d+):(\d+):(\d+)", eta).group(1, 2, 3))
-                out["first_eta_s"], out["first_eta_at_s"] = h * 3600 + m_ * 60 + s_, eta
+            i = next((i for i, m in enumerate(messages) if m.startswith("ETA: ")), None)
+            if name == "default" and i is not None:  # the first ETA (steps to go / the rate it names)
+                left, rate = re.search(r"(\d+) steps to go, about .* at ([\d.]+) steps/s", messages[i]).groups()
+                out["first_eta"] = messages[i]
+                out["first_eta_s"], out["actual_remaining_s"] = round(int(left) / float(rate), 2), round(t_end - times[i], 2)
         out["steps"] = int(c.num_steps)
         out["default_over_one_chunk"] = round(out["default_s"] / out["one_chunk_s"], 3)
     finally:

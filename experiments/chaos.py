@@ -36,7 +36,7 @@ def main(argv):
 
     root = Path(FLAGS.workdir or tempfile.mkdtemp(prefix="aaejax_chaos_"))
     root.mkdir(parents=True, exist_ok=True)
-    args = [f"--steps={FLAGS.steps}", "--config.log_every=50", "--config.checkpoint_every=100",
+    args = [f"--steps={FLAGS.steps}", "--config.log_every=50", "--config.checkpoint_every=100", "--config.checkpoint_seconds=0",
             "--config.sample_every=1000000"]
     command = lambda workdir: [sys.executable, "-m", "experiments.aae", f"--workdir={workdir}"] + args
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -42,6 +42,7 @@ def tiny_aae_config(**overrides):
     c.hidden, c.disc_hidden, c.latent_dim = (64, 64), (32, 32), 4
     c.batch_size, c.num_steps = 16, 40
     c.log_every, c.sample_every, c.checkpoint_every = 10, 20, 20
+    c.checkpoint_seconds = 0.0  # every checkpoint_every boundary saves, however fast the run
     c.update(overrides)
     return c
 
@@ -52,6 +53,7 @@ def tiny_variant(variant, **overrides):
     c.hidden, c.disc_hidden = (64, 64), (32, 32)
     c.batch_size, c.num_steps = 16, 40
     c.log_every, c.sample_every, c.checkpoint_every = 10, 20, 20
+    c.checkpoint_seconds = 0.0  # every checkpoint_every boundary saves, however fast the run
     if c.aae_kind == "categorical":
         c.style_dim = 3
         c.labelled_batch_size = 8
@@ -68,6 +70,7 @@ def tiny_bigan_config(variant="official", **overrides):
     c.latent_dim, c.batch_size, c.num_steps = 8, 16, 40
     c.bn_eval_batches = 4
     c.log_every, c.sample_every, c.checkpoint_every = 10, 20, 20
+    c.checkpoint_seconds = 0.0  # every checkpoint_every boundary saves, however fast the run
     c.update(overrides)
     return c
 
@@ -101,9 +104,11 @@ def batch_of(ds: data_lib.Dataset, n: int, labelled: int = 0) -> dict:
 
 # Flags that make the real command lines train tiny networks.
 TINY_FLAGS = {
-    "aae": ["--config.hidden=(32,32)", "--config.disc_hidden=(16,16)", "--config.latent_dim=3"],
+    "aae": ["--config.hidden=(32,32)", "--config.disc_hidden=(16,16)", "--config.latent_dim=3",
+            "--config.checkpoint_seconds=0"],
     "bigan": ["--config.g_hidden=(32,32)", "--config.e_hidden=(32,32)", "--config.d_hidden=(32,32)",
-              "--config.latent_dim=4", "--config.bn_eval_batches=2", "--config.batch_size=16"],
+              "--config.latent_dim=4", "--config.bn_eval_batches=2", "--config.batch_size=16",
+              "--config.checkpoint_seconds=0"],
 }
 
 

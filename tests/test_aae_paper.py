@@ -20,6 +20,7 @@ def tiny_paper(variant, **overrides):
     c.hidden, c.disc_hidden = (16, 16), (8, 8)
     c.batch_size, c.num_steps, c.log_every = 8, 8, 2
     c.eval_every = c.sample_every = c.checkpoint_every = 4
+    c.checkpoint_seconds = 0.0
     if c.num_labels > 0:
         c.num_labels = 20
     c.update(overrides)

@@ -1,0 +1,75 @@
+"""The loop's chunking (trainer.ChunkPlan): which lengths it compiles, that any chunking trains the
+same bits and writes the same lines, and the wall-time bound on checkpoints."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from aaejax import trainer
+from conftest import checkpoint_steps, tiny_aae_config
+
+
+def _plan(log_every=200, num_steps=20000, sample_every=1000, checkpoint_every=5000, keep=()):
+    c = ml_collections.ConfigDict(dict(log_every=log_every, num_steps=num_steps, keep_steps=keep,
+                                       sample_every=sample_every, checkpoint_every=checkpoint_every, eval_every=0))
+    return trainer.ChunkPlan(c, evaluates=False)
+
+
+def _walk(plan, step_seconds, start=0):
+    """The chunk lengths of a whole run, the first one planned without a step time."""
+    step, lengths = start, []
+    while step < plan.num_steps:
+        lengths.append(plan.length(step, step_seconds if lengths else None, lengths[-1] if lengths else 0))
+        step += lengths[-1]
+    return lengths
+
+
+def test_fast_steps_run_from_boundary_to_boundary():
+    lengths = _walk(_plan(), step_seconds=1e-4)  # 2 s hold 20 000 steps: a grid every 1 000 bounds them
+    assert lengths[:5] == [200, 200, 200, 200, 200] and set(lengths[5:]) == {1000}
+    assert sum(lengths) == 20000
+    official = _walk(_plan(log_every=391, num_steps=156400, sample_every=9775, checkpoint_every=1955), 2e-4)
+    assert set(official) == {391, 1955}  # two programs for the whole run
+
+
+def test_slow_steps_run_parts_of_a_segment_within_the_budget():
+    lengths = _walk(_plan(log_every=100, num_steps=600, sample_every=300, checkpoint_every=300), step_seconds=0.7)
+    assert lengths[0] == 100  # the first chunk, before the step time is known: one segment
+    assert set(lengths[1:]) <= {2, 1} and max(lengths[1:]) * 0.7 <= 2 * trainer.CHUNK_SECONDS
+    plan = _plan(log_every=100, num_steps=600, sample_every=300, checkpoint_every=300)
+    step = 0
+    for length in lengths:  # no chunk crosses a segment's end
+        assert plan.segment_end(step) >= step + length
+        step += length
+
+
+def test_a_run_resumed_mid_segment_keeps_to_the_segment_grid():
+    """Resumed at step 137 (a stop mid-segment): the rest of that segment, then the same chunks
+    as a run from 0 (ends at the grid's boundaries), and a keep step is a chunk's end."""
+    ends = 137 + np.cumsum(_walk(_plan(), step_seconds=1e-4, start=137))
+    assert list(ends[:5]) == [200, 400, 600, 800, 1000] and set(np.diff(ends[4:])) == {1000}
+    assert 15137 in np.cumsum(_walk(_plan(keep=(15137,)), step_seconds=1e-4))
+
+
+@pytest.mark.parametrize("chunk_seconds", [1e-9, 1e9])
+def test_any_chunking_trains_the_same_bits_and_lines(bars, tmp_path, monkeypatch, chunk_seconds):
+    """Chunks of one step each (a tiny budget) or of whole stretches between boundaries (a huge
+    one): the same parameters and the same metrics.jsonl values as one segment per chunk."""
+    config = tiny_aae_config(num_steps=40, log_every=5, sample_every=20, checkpoint_every=20)
+    base = trainer.train(config, tmp_path / "base", bars)
+    monkeypatch.setattr(trainer, "CHUNK_SECONDS", chunk_seconds)
+    other = trainer.train(config, tmp_path / "other", bars)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, base, other)
+    lines = [[{k: v for k, v in json.loads(x).items() if k != "steps_per_sec"}
+              for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("base", "other")]
+    assert lines[0] == lines[1] and [r["step"] for r in lines[0]] == list(range(5, 41, 5))
+
+
+def test_checkpoints_are_bounded_by_wall_time(bars, tmp_path):
+    config = tiny_aae_config(num_steps=40, log_every=5, checkpoint_every=10, checkpoint_seconds=3600.0,
+                             keep_steps=(15,), max_to_keep=10)
+    trainer.train(config, tmp_path, bars)
+    assert checkpoint_steps(tmp_path) == [15, 40]  # the keep step and the end; every 10 steps is too often
