@@ -394,9 +394,9 @@ class ChunkPlan:
     where the host needs the state: a sample grid, checkpoint or evaluation is due there (its
     `every` was crossed), a keep step, or the end. A chunk is one compiled call: when steps are
     fast, whole segments, never past a boundary: from a boundary to the next when it is within
-    about CHUNK_SECONDS (boundaries recur, so does that length), one segment at a time until a
-    boundary, or else a power of two of them; when slow, log_every / 2^j steps (about
-    CHUNK_SECONDS), cut at the segment's end. So the lengths compiled are few."""
+    about CHUNK_SECONDS (boundaries recur, so does that length; until the first boundary the
+    first chunks' length goes on), or else a power of two of them; when slow, log_every / 2^j
+    steps (about CHUNK_SECONDS), cut at the segment's end. So the lengths compiled are few."""
 
     def __init__(self, config, evaluates: bool):
         self.log_every, self.num_steps = int(config.log_every), int(config.num_steps)
@@ -404,6 +404,11 @@ class ChunkPlan:
         self.everies = [int(config.sample_every), int(config.checkpoint_every)]
         if evaluates:
             self.everies.append(int(config.eval_every))
+
+    @property
+    def first_length(self) -> int:
+        """The first chunks' length: the largest divisor of log_every up to an eighth of it."""
+        return max(d for d in range(1, max(self.log_every // 8, 1) + 1) if self.log_every % d == 0)
 
     def segment_end(self, step: int) -> int:
         """The first segment end after `step`."""
@@ -416,12 +421,13 @@ class ChunkPlan:
 
     def length(self, step: int, step_seconds: float | None, previous: int = 0) -> int:
         """The next chunk's length from `step`. Before the step time is known (`step_seconds`
-        None), one segment. Inside a segment, the `previous` length (no new program), cut at the
-        segment's end; else log_every / 2^j, the largest that fits the time budget."""
+        None), `first_length` steps, so a stop during the first chunks waits little; that length
+        goes on until the first boundary (no new program). Inside a segment, the `previous`
+        length, cut at the segment's end; else log_every / 2^j, the largest within the budget."""
         end = self.segment_end(step)
         start = self.segment_start(end)
         if step_seconds is None:
-            return end - step
+            return min(previous or self.first_length, end - step)
         budget = max(int(CHUNK_SECONDS / step_seconds), 1)
         if step != start and 0 < previous <= 2 * budget:
             return min(previous, end - step)
@@ -440,7 +446,9 @@ class ChunkPlan:
             # From a boundary, all the way (boundaries recur, so this length recurs); else one
             # segment at a time (a length already compiled) until the next boundary.
             at_boundary = step == 0 or self.is_boundary(step, self.segment_start(step))
-            return ends[-1] - step if at_boundary else ends[0] - step
+            if at_boundary:
+                return ends[-1] - step
+            return min(previous, end - step) if previous == self.first_length else end - step
         return ends[2 ** int(math.log2(len(ends))) - 1] - step
 
     def segment_start(self, end: int) -> int:
@@ -458,13 +466,24 @@ class StepTimer:
 
     def __init__(self):
         self.compiled, self.steps, self.seconds = set(), 0, 0.0
+        self.sized_steps, self.sized_seconds = 0, 0.0  # chunks long enough that the loop's own cost is small
 
-    def add(self, length: int, seconds: float) -> None:
+    def add(self, length: int, seconds: float, whole_segments: bool) -> None:
+        """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
+        plan allows between boundaries); else it counts for the rate only if it ran a while."""
+        fair = whole_segments or (self.step_seconds and length * self.step_seconds >= CHUNK_SECONDS / 4)
         self.steps, self.seconds = self.steps + length, self.seconds + seconds
+        if fair:
+            self.sized_steps, self.sized_seconds = self.sized_steps + length, self.sized_seconds + seconds
 
     @property
     def step_seconds(self) -> float | None:
         return self.seconds / self.steps if self.steps else None
+
+    @property
+    def rate(self) -> float | None:
+        """Steps per second the rest of the run can expect: over the chunks of a fair length."""
+        return self.sized_steps / self.sized_seconds if self.sized_steps else None
 
 
 def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, overwrite: bool = False):
@@ -519,14 +538,12 @@ def _loop(run: Run, config):
                         if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
                             break
                         timer.compiled.add(length)
-                        timed_plan = timer.step_seconds is not None
                         out = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
                         t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
                         state = out[0]
                         end = dispatched + length
                         boundary = plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))
                         inflight.append({"start": dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
-                                         "timed_plan": timed_plan,
                                          "boundary": boundary})
                         dispatched = end
                     if deferred is not None:
@@ -544,15 +561,15 @@ def _loop(run: Run, config):
                     now = time.perf_counter()
                     dt = now - max(chunk["t0"], last_ready or chunk["t0"])
                     last_ready = now
-                    timer.add(chunk["length"], dt)
+                    timer.add(chunk["length"], dt, chunk["length"] >= plan.log_every)
                     if compile_s is None:
                         compile_s = now - t_first
                         log.info("first chunk %.1f s incl. compilation", compile_s)
-                    if not eta_logged and chunk["timed_plan"]:  # a chunk sized by the step time: a fair sample
+                    if not eta_logged and timer.rate:  # from a chunk of a fair length, after compilation
                         eta_logged = True
                         left = config.num_steps - chunk["start"] - chunk["length"]
                         log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
-                                 time.strftime("%H:%M:%S", time.gmtime(left * timer.step_seconds)), 1 / timer.step_seconds)
+                                 time.strftime("%H:%M:%S", time.gmtime(left / timer.rate)), timer.rate)
                     step = chunk["start"] + chunk["length"]
                     if chunk["boundary"] and not inflight:  # the state at `step` is `state`: save and draw
                         state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, timer,
@@ -635,7 +652,7 @@ def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, star
             seg_metrics, seconds = segment.take(seg_end)
             last = i == len(ends) - 1
             scalars = run.log(seg_end, seg_metrics, seconds, evals if last else None)
-            rate = 1 / timer.step_seconds if timer.step_seconds else len(next(iter(seg_metrics.values()))) / seconds
+            rate = timer.rate or len(next(iter(seg_metrics.values()))) / seconds
             progress.update(seg_end, rate, scalars)
 
 
