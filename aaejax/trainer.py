@@ -528,7 +528,7 @@ def _loop(run: Run, config):
                 while True:
                     stopping = run.stop_requested(stop)
                     # Dispatch ahead while the state is not needed: up to two chunks in flight.
-                    while (not stopping and dispatched < config.num_steps and len(inflight) < 2
+                    while (not stopping and dispatched < config.num_steps and len(inflight) < _ahead(timer, previous)
                            and not (inflight and inflight[-1]["boundary"])):
                         length = plan.length(dispatched, timer.step_seconds, inflight[-1]["length"] if inflight
                                              else previous)
@@ -600,6 +600,14 @@ def _loop(run: Run, config):
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,
                  time.perf_counter() - t_start, compile_s or 0)
     return state
+
+
+def _ahead(timer: StepTimer, length: int) -> int:
+    """Chunks kept in flight: two while chunks are short (the host's logging overlaps the next
+    one), one once they run a while (the host's share is small, and a stop waits for fewer)."""
+    if timer.step_seconds is not None and length * timer.step_seconds >= CHUNK_SECONDS / 4:
+        return 1
+    return 2
 
 
 def _stop(run: Run, state, step: int, signum) -> None:
