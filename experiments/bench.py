@@ -33,6 +33,7 @@ flags.DEFINE_bool("torch", True, "Also measure the PyTorch eager reference (need
 flags.DEFINE_bool("first_step", True, "Measure cold/warm-cache time to the first trained step.")
 flags.DEFINE_list("seed_counts", [], "Also measure num_seeds vmapped models at these counts (e.g. 1,4,16,64), "
                   "at the first batch size; model-steps/s and the speed-up over one model.")
+flags.DEFINE_bool("stop", False, "Only the stop latency: SIGINT to named configs' real runs, seconds to exit.")
 flags.DEFINE_bool("loop", False, "Only the loop stand-in (aae:seed, bigan:official at width 8, batch 8).")
 flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
 FLAGS = flags.FLAGS
@@ -264,6 +265,33 @@ def bench_loop(model_name: str) -> dict:
     return out
 
 
+STOP_CONFIGS = (("aae", "seed"), ("aae", "semi_supervised_plus"), ("aae", "paper_cluster_16"),
+                ("bigan", "official"), ("aae", "paper_semi_100"))
+
+
+def bench_stop(model_name: str, variant: str, delay: float) -> dict:
+    """A real run of the named config (MNIST by the usual route) in a fresh work dir: SIGINT
+    `delay` s after its first chunk; the seconds until the process exits, and where it stopped."""
+    import signal
+
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = subprocess.Popen([sys.executable, "-m", f"experiments.{model_name}",
+                                 f"--config=experiments/{model_name}.py:{variant}", f"--workdir={workdir}"],
+                                stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if line.startswith("first chunk"):
+                break
+        time.sleep(delay)
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait()
+        stopped = [x for x in rest.splitlines() if "stopped by signal" in x]
+        return {"bench": "stop", "model": model_name, "variant": variant, "signal_after_first_chunk_s": round(delay, 2),
+                "exit_s": round(time.perf_counter() - t0, 2), "returncode": proc.returncode,
+                "said": stopped[-1] if stopped else rest.strip().splitlines()[-1:]}
+
+
 def main(argv):
     del argv
     if FLAGS._first_step_child:
@@ -272,6 +300,13 @@ def main(argv):
     from aaejax import cli
 
     cli.enable_compilation_cache()
+    if FLAGS.stop:
+        import random
+
+        rng = random.Random(0)
+        for model_name, variant in STOP_CONFIGS:
+            print(json.dumps(bench_stop(model_name, variant, rng.uniform(0.5, 4.0))), flush=True)
+        return
     if FLAGS.loop:
         from absl import logging as absl_logging
 
