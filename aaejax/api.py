@@ -37,11 +37,15 @@ class LoadedModel:
             x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
             raise ValueError(f"encode expects [N, 28, 28, 1] images in [0, 1], got shape {x.shape}")
+        if not x.shape[0]:  # XLA's gather of an empty batch divides by zero
+            return jnp.zeros((0, self.latent_dim), jnp.float32)
         if x.dtype == np.uint8:
             return self._encode(self.state, images.unit(jnp.asarray(x)))
         if x.size:  # on the host for numpy input; a NaN fails the check too
             xp = np if isinstance(x, np.ndarray) else jnp
             lo, hi = (float(v) for v in jax.device_get((xp.min(x), xp.max(x))))
+            if np.isnan(lo) or np.isnan(hi):
+                raise ValueError("encode expects float images in [0, 1] (or uint8), got NaN values")
             if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
                 raise ValueError(f"encode expects float images in [0, 1] (or uint8), got values in [{lo:g}, {hi:g}]")
         return self._encode(self.state, jnp.asarray(x, jnp.float32))
@@ -61,14 +65,53 @@ class LoadedModel:
 
     def sample(self, n: int, seed: int = 0, labels=None) -> jax.Array:
         """n images from the prior, [n, 28, 28, 1] in [0, 1] (labels [n]: of those classes /
-        prior components, where the model has them)."""
+        prior components, where the model has them). Above SAMPLE_PIECE images, drawn in pieces;
+        an n whose images do not fit in memory is refused in one line."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"sample expects a whole number of images n >= 0, got {n!r}")
+        n, key = int(n), jax.random.PRNGKey(seed)
         labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-        return self._sample(self.state, jax.random.PRNGKey(seed), int(n), labels)
+        if n <= SAMPLE_PIECE:
+            return self._sample(self.state, key, n, labels)
+        need, free = n * 28 * 28 * 4, _free_memory()
+        if free is not None and 2 * need > free:  # the pieces and their concatenation
+            raise ValueError(f"sample({n}) needs {2 * need / 2**30:.1f} GiB for its images; the device has "
+                             f"{free / 2**30:.1f} GiB free: ask for fewer")
+        # In pieces of SAMPLE_PIECE, piece i from fold_in(key, i): one compiled program, bounded work.
+        pieces = []
+        for i, start in enumerate(range(0, n, SAMPLE_PIECE)):
+            size = min(SAMPLE_PIECE, n - start)
+            part = self._sample(self.state, jax.random.fold_in(key, i), SAMPLE_PIECE,
+                                None if labels is None else _pad(labels[start:start + size], SAMPLE_PIECE))
+            pieces.append(part[:size])
+        return jnp.concatenate(pieces)
 
     def reconstruct(self, x, labels=None) -> jax.Array:
         return self.decode(self.encode(x), labels)
+
+
+SAMPLE_PIECE = 10000  # sample(n) above this draws pieces of it (n up to it: one call, as before)
+
+
+def _pad(labels: jax.Array, size: int) -> jax.Array:
+    return jnp.concatenate([labels, jnp.zeros((size - labels.shape[0],), labels.dtype)])
+
+
+def _free_memory() -> int | None:
+    """Bytes free where the samples will live: the device's memory where JAX reports it, else the
+    host's available memory (CPU); None when neither is known."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    except Exception:  # noqa: BLE001 - backends without memory_stats
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def initial_keys(seed: int) -> tuple[jax.Array, jax.Array]:

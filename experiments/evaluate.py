@@ -233,6 +233,7 @@ def main(argv):
         if isinstance(v, float):
             print(f"{k:>26}  {v:.4f}")
     name = "eval.json" if FLAGS.step is None else f"eval_{FLAGS.step}.json"
+    print(f"evaluated step {out['step']} of {FLAGS.workdir}" + ("" if FLAGS.step is not None else " (its newest readable checkpoint)"))
     print(f"wrote {Path(FLAGS.workdir) / name}" + (f" and {Path(FLAGS.workdir) / 'eval'}/" if FLAGS.step is None else ""))
 
 

@@ -102,3 +102,15 @@ def test_parzen_selects_the_best_sigma_on_validation():
     exact = -0.5 * 3 * np.log(2 * np.pi * 1.09) - 0.5 * 3 / 1.09 * 1.0  # E over x ~ N(0, I)
     assert out["parzen_ll"] == pytest.approx(exact, abs=0.15)
     assert 0 < out["parzen_ll_se"] < 0.2
+
+
+def test_evaluate_says_which_step_it_evaluated(tmp_path, bars):
+    from aaejax import trainer
+    from conftest import run_cli, tiny_aae_config
+
+    trainer.train(tiny_aae_config(num_steps=20, checkpoint_every=10, max_to_keep=5), tmp_path / "run", bars)
+    for extra, says in (([], "evaluated step 20 of"), (["--step=10"], "evaluated step 10 of")):
+        proc = run_cli("experiments.evaluate", [f"--workdir={tmp_path / 'run'}", "--classifier=false",
+                                                "--knn_pixels=false", "--num_samples=100", *extra], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert says in proc.stdout and ("(its newest readable checkpoint)" in proc.stdout) == (not extra)

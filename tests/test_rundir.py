@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -238,5 +239,24 @@ def test_sample_and_decode_check_their_inputs(tmp_path, bars):
     codes[1, 0] = np.nan
     with pytest.raises(ValueError, match="finite"):
         m.decode(codes)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0, 1\] \(or uint8\), got NaN values"):
         m.encode(np.full((1, 28, 28, 1), np.nan, np.float32))
+    for empty in (np.zeros((0, 28, 28, 1), np.float32), np.zeros((0, 28, 28, 1), np.uint8)):
+        assert m.encode(empty).shape == (0, m.latent_dim)
+    assert m.decode(np.zeros((0, m.latent_dim))).shape == (0, 28, 28, 1)
+
+
+def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_path, bars, monkeypatch):
+    from aaejax import api
+
+    trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
+    m = aaejax.load(tmp_path)
+    monkeypatch.setattr(api, "SAMPLE_PIECE", 4)
+    x = np.asarray(m.sample(10, seed=3))
+    assert x.shape == (10, 28, 28, 1) and 0 <= x.min() and x.max() <= 1
+    for i in range(3):  # piece i from fold_in(key, i), the last one cut to size
+        piece = api.protocol.sample(m.state, jax.random.fold_in(jax.random.PRNGKey(3), i), 4, model=m.model)
+        np.testing.assert_array_equal(x[4 * i:4 * i + 4], np.asarray(piece)[:len(x[4 * i:4 * i + 4])])
+    monkeypatch.setattr(api, "_free_memory", lambda: 10 * 28 * 28 * 4)  # room for 10 images, not their copy
+    with pytest.raises(ValueError, match=r"sample\(10\) needs .* GiB .* ask for fewer"):
+        m.sample(10)
