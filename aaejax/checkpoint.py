@@ -60,7 +60,11 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Saves and commits step `step`; an OS error (a full disk) is raised as WriteError."""
+        """Saves and commits step `step`, with the state's digest in its meta (checked on
+        restore); an OS error (a full disk) is raised as WriteError."""
+        digest = state_digest(state)
+        if digest is not None:
+            meta = {**meta, "state_sha256": digest}
         with _quiet_orbax() as noise:
             try:
                 self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -96,18 +100,21 @@ class Checkpointer:
             try:
                 meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - an unreadable step: try the previous one
-                errors.append(f"step {step}: {type(e).__name__}: {e}")
-                log.warning("checkpoint step %d is unreadable (%s); trying an older one", step, e)
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                errors.append(f"step {step}: {reason}")
+                log.warning("checkpoint step %d is unreadable (%s); trying an older one", step, reason)
                 continue
             if check_meta is not None:
                 check_meta(meta)  # a mismatch is the user's to resolve, not to fall back from
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target)))
-                return restored["state"], step
+                    state=ocp.args.StandardRestore(target)))["state"]
+                _verify(restored, meta)
+                return restored, step
             except Exception as e:  # noqa: BLE001
-                errors.append(f"step {step}: {type(e).__name__}: {e}")
-                log.warning("checkpoint step %d is unreadable (%s); trying an older one", step, e)
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                errors.append(f"step {step}: {reason}")
+                log.warning("checkpoint step %d is unreadable (%s); trying an older one", step, reason)
         raise CheckpointError(f"no readable checkpoint in {self.directory}: " + " | ".join(errors))
 
     def set_aside(self, steps, move: bool = True) -> None:
@@ -138,6 +145,44 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that reads, but not as it was written (its digest differs, or it holds NaN/Inf)."""
+
+
+def state_digest(state) -> str | None:
+    """SHA-256 of the state's arrays as bytes, in tree order; None where this process cannot see
+    every array whole (a multi-process run)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    leaves = jax.tree_util.tree_leaves(state)
+    if any(not getattr(x, "is_fully_addressable", True) for x in leaves):
+        return None
+    h = hashlib.sha256()
+    for x in jax.device_get(leaves):
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def _verify(state, meta: dict) -> None:
+    """Raises CorruptCheckpoint when the restored state's digest is not the saved one, or (for
+    checkpoints saved before digests) when a float in it is not finite."""
+    import jax
+    import numpy as np
+
+    saved = meta.get("state_sha256")
+    if saved is not None:
+        digest = state_digest(state)
+        if digest is not None and digest != saved:
+            raise CorruptCheckpoint("its arrays differ from what was saved (SHA-256 mismatch)")
+        return
+    for x in jax.device_get(jax.tree_util.tree_leaves(state)):
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise CorruptCheckpoint("it holds NaN or Inf")
 
 
 def _reason(error: Exception) -> str:

@@ -18,6 +18,7 @@ MODELS = {
     "bigan": lambda config: BiGAN,
 }
 DATA_SPLITS = ("all", "official")
+WIDTH_FIELDS = ("hidden", "disc_hidden", "g_hidden", "e_hidden", "d_hidden")
 
 
 def model_class(config) -> type[Model]:
@@ -62,6 +63,9 @@ def validate_config(config, num_devices: int | None = None) -> None:
         raise ConfigError(f"lr_decay_every must be >= 0, got {config.lr_decay_every}")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds must be >= 1, got {config.num_seeds}")
+    for field in WIDTH_FIELDS:
+        if field in config and not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in config[field]):
+            raise ConfigError(f"{field} must be layer widths >= 1, got {tuple(config[field])}")
     try:
         parallel.resolve_mode(config, num_devices or jax.device_count())
         cls.validate(config)

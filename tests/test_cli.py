@@ -27,6 +27,8 @@ def _cli(*args, module="experiments.aae", tmp_path=None):
     (["--config.batch_size=abc"], "bad value 'abc' for config field batch_size"),
     (["--config.prior=cauchy"], "unknown prior 'cauchy'; choose one of gaussian"),
     (["--config.batch_size=0"], "batch_size must be in 1..60000"),
+    (["--config.hidden=(512,-1)"], "hidden must be layer widths >= 1, got (512, -1)"),
+    (["--config.disc_hidden=(0,)"], "disc_hidden must be layer widths >= 1, got (0,)"),
     (["--stepz=3"], "unknown flag --stepz; did you mean --steps?"),
     (["--config.variant=paper"], "the variant is chosen with --config=experiments/aae.py:VARIANT"),
     (["stray"], "unexpected arguments: stray"),
