@@ -9,8 +9,10 @@ A file is accepted when its `.gz` bytes match TFDS's registered SHA-256, or its 
 bytes match the originals' (`raw_sha256`, which data.load passes from data.IDX_SHA256), so a
 mirror that recompressed the files is accepted and a wrong file never is. Each file is written
 to a temporary name in the cache folder and renamed only once accepted: an interrupted or
-corrupt download never leaves a file that a later run trusts. Network errors are retried with
-backoff within a total deadline, so an offline machine gets its error in seconds.
+corrupt download never leaves a file that a later run trusts; a cached file that fails its check
+later (truncated, corrupt, replaced) is moved aside to <name>.failed and fetched once more. Network
+errors are retried with backoff within a total deadline, so an offline machine gets its error in
+seconds.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ def _accepted(data: bytes, f: RemoteFile) -> bool:
     return False
 
 
+def _set_aside(path: Path) -> Path:
+    """Moves a cached file that failed its check to <name>.failed[.n]; returns where."""
+    target, n = path.with_name(path.name + ".failed"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.failed.{n}")
+    os.replace(path, target)
+    return target
+
+
 class _Progress:
     def __init__(self, filename: str, total: int | None):
         self.filename, self.total, self.t0, self.tty = filename, total, time.perf_counter(), sys.stderr.isatty()
@@ -131,16 +143,22 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
     deadline = time.monotonic() + deadline_s
     for f in files:
         target = folder / f.filename
+        aside = None
         if target.exists():
-            continue  # only accepted files are ever renamed into place
+            if not (f.gz_sha256 or f.raw_sha256) or _accepted(target.read_bytes(), f):
+                continue
+            # Changed since it was accepted (a truncated copy, a bad sector, another file put there).
+            aside = _set_aside(target)
+            log.warning("%s fails its checksum: moved to %s; downloading it again", target, aside)
         part = folder / f".{f.filename}.part.{os.getpid()}"
         errors = []
         for attempt in range(retries + 1):
             try:
                 data = _get(f.url, f.filename, min(timeout, max(deadline - time.monotonic(), 0.1)))
                 if not _accepted(data, f):
+                    before = f"; the cached copy before it failed too (moved to {aside})" if aside else ""
                     raise DownloadError(f"{f.url}: the file's checksum matches neither the registered .gz "
-                                        f"nor the original contents; nothing was cached")
+                                        f"nor the original contents; nothing was cached{before}")
                 part.write_bytes(data)
                 os.replace(part, target)
                 break
@@ -154,6 +172,7 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
                 errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
             if attempt == retries or time.monotonic() + 0.5 * 2**attempt > deadline:
                 tried = "; ".join(dict.fromkeys(errors))  # the same failure each try: say it once
-                raise DownloadError(f"could not download {f.filename} ({tried}; {len(errors)} tries)")
+                before = f"; the cached copy failed its checksum (moved to {aside})" if aside else ""
+                raise DownloadError(f"could not download {f.filename} ({tried}; {len(errors)} tries){before}")
             time.sleep(0.5 * 2**attempt)
     return folder

@@ -114,6 +114,25 @@ def test_a_wrong_file_is_refused_and_nothing_is_cached(tmp_path, server):
     assert not [p for p in os.listdir(tmp_path / "cache") if ".part" in p]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "another file"])
+def test_a_cached_file_that_fails_its_check_is_set_aside_and_fetched_again(tmp_path, server, damage):
+    download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    cached = tmp_path / "cache" / "train-images-idx3-ubyte.gz"
+    good = cached.read_bytes()
+    bad = {"truncated": good[:len(good) // 2], "corrupt": good[:100] + bytes(255 - b for b in good[100:108]) + good[108:],
+           "another file": (tmp_path / "cache" / "t10k-images-idx3-ubyte.gz").read_bytes()}[damage]
+    cached.write_bytes(bad)
+    download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert cached.read_bytes() == good and server.requests.count("train-images-idx3-ubyte.gz") == 2
+    assert (tmp_path / "cache" / "train-images-idx3-ubyte.gz.failed").read_bytes() == bad
+    # If the fresh copy is wrong too, one error names both.
+    cached.write_bytes(bad)
+    server.mode["train-images-idx3-ubyte.gz"] = "wrong"
+    with pytest.raises(download.DownloadError, match=r"checksum matches neither.*the cached copy before it "
+                                                     r"failed too \(moved to .*\.failed\.1\)"):
+        download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+
+
 def test_a_connection_cut_mid_file_caches_nothing_and_the_next_run_succeeds(tmp_path, server):
     server.mode["train-images-idx3-ubyte.gz"] = "cut"
     with pytest.raises(download.DownloadError, match="train-images-idx3-ubyte.gz"):
