@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -50,7 +51,12 @@ class StopOnSignal:
 
     def __call__(self, signum, frame):
         if self.signum is not None:
-            raise KeyboardInterrupt(f"signal {signum}")
+            # At once, even while the main thread waits on the device: the checkpoints already
+            # committed are whole (a save cut short leaves only orbax's temporary folder).
+            sys.stderr.write(f"\nsignal {signum} again: exiting now without saving; the same command resumes "
+                             f"from the last checkpoint\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
         self.signum = signum
         log.warning("signal %d: stopping after the current chunk (again to stop now)", signum)
 
@@ -63,6 +69,21 @@ class StopOnSignal:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         return False
+
+
+def exit_on_signal() -> None:
+    """From the first instant of a command: SIGINT / SIGTERM end the process at once with one line
+    and status 128 + signal (130 for Ctrl-C), never a traceback from whatever was importing. The
+    training loop puts StopOnSignal in its place while it runs."""
+    def handler(signum, frame):
+        sys.stderr.write(f"\ninterrupted by signal {signum}: exiting; nothing is being saved now (a run resumes "
+                         f"from its last checkpoint)\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

@@ -338,6 +338,7 @@ class Run:
 
         Non-finite metrics stop the run unless config.skip_nonfinite (then those updates were
         skipped by the optimizer); a non-finite state always does."""
+        _wait_in_python(pending[2])
         metrics, finite = self.fetch(pending[1:])  # the chunk's only host transfer
         kept = f"nothing was saved after step {step}" + (" (last checkpoint kept)" if self.ckpt.steps() else "")
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
@@ -377,6 +378,17 @@ class Run:
         if jax.process_count() == 1:
             return stop.signum is not None
         return bool(np.any(multihost_utils.process_allgather(np.int32(stop.signum is not None))))
+
+
+def _wait_in_python(x, longest: float = 0.02) -> None:
+    """Waits for array(s) `x` in short sleeps, not in one blocking call: Python runs signal
+    handlers only between its own instructions, so a Ctrl-C is seen (and a second one obeyed) at
+    once, not after the chunk. The sleeps grow from 0.1 ms to `longest`, which bounds the delay."""
+    leaves = [a for a in jax.tree_util.tree_leaves(x) if hasattr(a, "is_ready")]
+    nap = 1e-4
+    while not all(a.is_ready() for a in leaves):
+        time.sleep(nap)
+        nap = min(2 * nap, longest)
 
 
 def _crossed(step: int, prev: int, every: int) -> bool:
@@ -468,10 +480,12 @@ class StepTimer:
         self.compiled, self.steps, self.seconds = set(), 0, 0.0
         self.sized_steps, self.sized_seconds = 0, 0.0  # chunks long enough that the loop's own cost is small
 
-    def add(self, length: int, seconds: float, whole_segments: bool) -> None:
+    def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool) -> None:
         """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
-        plan allows between boundaries); else it counts for the rate only if it ran a while."""
-        fair = whole_segments or (self.step_seconds and length * self.step_seconds >= CHUNK_SECONDS / 4)
+        plan allows between boundaries); else it counts for the rate only if it ran a while.
+        `first_run`: its program's first execution (slower: buffers and threads start), which
+        does not count for the rate."""
+        fair = not first_run and (whole_segments or (self.step_seconds and length * self.step_seconds >= CHUNK_SECONDS / 4))
         self.steps, self.seconds = self.steps + length, self.seconds + seconds
         if fair:
             self.sized_steps, self.sized_seconds = self.sized_steps + length, self.sized_seconds + seconds
@@ -561,11 +575,13 @@ def _loop(run: Run, config):
                     now = time.perf_counter()
                     dt = now - max(chunk["t0"], last_ready or chunk["t0"])
                     last_ready = now
-                    timer.add(chunk["length"], dt, chunk["length"] >= plan.log_every)
+                    timer.add(chunk["length"], dt, chunk["length"] >= plan.log_every, chunk["new"])
                     if compile_s is None:
                         compile_s = now - t_first
                         log.info("first chunk %.1f s incl. compilation", compile_s)
-                    if not eta_logged and timer.rate:  # from a chunk of a fair length, after compilation
+                    # The first ETA once chunks of a fair length have run 5 s, or 5 % of the run.
+                    if not eta_logged and timer.rate and (timer.sized_seconds >= 5 or
+                                                          timer.sized_steps >= 0.05 * config.num_steps):
                         eta_logged = True
                         left = config.num_steps - chunk["start"] - chunk["length"]
                         log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,

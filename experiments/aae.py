@@ -20,6 +20,12 @@ Variants (--config=experiments/aae.py:<variant>):
   table's number every 5 epochs into metrics.jsonl (eval_*).
 """
 
+if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
+    from aaejax.console import exit_on_signal
+
+    exit_on_signal()
+
+
 import ml_collections
 
 from aaejax import configs

@@ -11,6 +11,12 @@ Variants (--config=experiments/bigan.py:<variant>):
   to 1 %; docs/results.md (Remaining differences) lists what stays different and why.
 """
 
+if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
+    from aaejax.console import exit_on_signal
+
+    exit_on_signal()
+
+
 import ml_collections
 
 from aaejax import configs

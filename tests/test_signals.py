@@ -1,0 +1,51 @@
+"""Signals from the first instant to the last (issue #36): a Ctrl-C at any moment of a real run
+ends it with one line (exit 130 before training, a checkpoint once training), never a traceback,
+never lost; a second one ends it at once."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, TINY_FLAGS, cli_code, cli_env
+
+
+def _start(tmp_path, steps=100000):
+    args = [f"--workdir={tmp_path / 'run'}", f"--steps={steps}", "--config.log_every=5", "--config.sample_every=100000",
+            "--config.checkpoint_every=100000"] + TINY_FLAGS["aae"]
+    return subprocess.Popen([sys.executable, "-c", cli_code("experiments.aae", args)], cwd=REPO,
+                            env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_at_any_moment_is_one_line_and_never_lost(tmp_path):
+    rng = random.Random(36)
+    for i, delay in enumerate(sorted(rng.uniform(0.05, 5.0) for _ in range(4))):
+        proc = _start(tmp_path / str(i))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, (delay, err[-2000:])
+        assert proc.returncode in (130, 1), (delay, proc.returncode, err[-2000:])  # never 0: never lost
+        if proc.returncode == 130:  # before training started
+            assert err.strip().splitlines()[-1].startswith("interrupted by signal 2: exiting"), err[-500:]
+        else:
+            assert "stopped by signal 2" in err and "checkpoint saved" in err, err[-2000:]
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path):
+    proc = _start(tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "metrics.jsonl").exists():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # signals do not queue: two sent at once arrive as one
+    proc.send_signal(signal.SIGINT)
+    t0 = time.perf_counter()
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - t0 < 1.0
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("signal 2 again: exiting now without saving")
