@@ -22,7 +22,65 @@ flags.DEFINE_bool("knn_pixels", True, "Also compute the 1-NN baseline on raw pix
 flags.DEFINE_string("classifier_cache", None, "Classifier cache folder (default ~/.cache/aaejax/classifier).")
 flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the newest); 0 = the run's "
                      "initial state, recreated from its seed. eval.json is then eval_<step>.json.")
+flags.DEFINE_bool("curve", False, "Only the curve the run logged as it trained (metrics.jsonl eval_*: the paper "
+                  "variants' table metric every eval_every steps): a table, DIR/curve.json and DIR/eval/curve.png.")
 FLAGS = flags.FLAGS
+
+
+def curve(workdir: str | Path) -> list[dict]:
+    """The run's logged evaluations: one row per step that has eval_* keys, with the epoch and,
+    per key, the mean and sample standard deviation over the run's seeds (and their values)."""
+    import numpy as np
+
+    from aaejax import optim, rundir, writers
+
+    workdir = Path(workdir)
+    per_epoch = optim.steps_per_epoch(rundir.read_config(workdir))
+    rows = []
+    for r in writers.read_metrics(workdir):
+        keys = [k for k in r if k.startswith("eval_")]
+        if not keys:
+            continue
+        row = {"step": r["step"], "epoch": r["step"] / per_epoch}
+        for k in keys:
+            values = r.get("per_seed", {}).get(k, [r[k]])
+            row[k] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                      "seeds": [float(v) for v in values]}
+        rows.append(row)
+    return rows
+
+
+def _curve_main(workdir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aaejax import files
+
+    rows = curve(workdir)
+    if not rows:
+        sys.exit(f"error: {workdir}/metrics.jsonl holds no eval_* entries (a paper_* variant logs them every "
+                 f"eval_every steps)")
+    keys = [k for k in rows[-1] if k.startswith("eval_")]
+    print("epoch".rjust(7), *(k.removeprefix("eval_").rjust(26) for k in keys))
+    for r in rows:
+        print(f"{r['epoch']:7.1f}", *(f"{r[k]['mean']:.4f} ± {r[k]['std']:.4f}".rjust(26) if k in r else " " * 26
+                                      for k in keys))
+    files.write_atomic(workdir / "curve.json", json.dumps(rows, indent=2))
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.5 * len(keys)), sharex=True, squeeze=False)
+    for ax, k in zip(axes[:, 0], keys):
+        xs = [r["epoch"] for r in rows if k in r]
+        for i in range(len(rows[-1][k]["seeds"])):
+            ax.plot(xs, [r[k]["seeds"][i] for r in rows if k in r], marker=".", label=f"seed {i}")
+        ax.set_ylabel(k.removeprefix("eval_"))
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("epoch")
+    (workdir / "eval").mkdir(exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(workdir / "eval" / "curve.png", dpi=100)
+    plt.close(fig)
+    print(f"wrote {workdir / 'curve.json'} and {workdir / 'eval' / 'curve.png'}")
 
 
 def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool = True,
@@ -218,6 +276,11 @@ def main(argv):
     from aaejax.data import DataError
     from aaejax.files import WriteError, free_space
 
+    if FLAGS.curve:
+        try:
+            return _curve_main(Path(FLAGS.workdir))
+        except (ConfigError, OSError) as e:
+            sys.exit(f"error: {e}")
     try:
         out = evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
                        FLAGS.classifier_cache, step=FLAGS.step)
