@@ -73,3 +73,17 @@ def test_checkpoints_are_bounded_by_wall_time(bars, tmp_path):
                              keep_steps=(15,), max_to_keep=10)
     trainer.train(config, tmp_path, bars)
     assert checkpoint_steps(tmp_path) == [15, 40]  # the keep step and the end; every 10 steps is too often
+
+
+def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, caplog):
+    import logging
+    import re
+
+    caplog.set_level(logging.INFO, logger="aaejax")
+    trainer.train(tiny_aae_config(num_steps=400, log_every=10, sample_every=100, checkpoint_every=100), tmp_path, bars)
+    etas = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ETA: ")]
+    assert len(etas) == 1, etas
+    left, rate = re.match(r"ETA: (\d+) steps to go, about \d\d:\d\d:\d\d at ([\d.]+) steps/s", etas[0]).groups()
+    # One-step chunks to the first boundary (100), then chunks of 100: the first one is its
+    # program's first run and does not count, the second (200 -> 300) is over 5 % of the run.
+    assert int(left) == 100 and float(rate) > 0
