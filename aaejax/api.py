@@ -71,6 +71,8 @@ class LoadedModel:
             raise ValueError(f"sample expects a whole number of images n >= 0, got {n!r}")
         n, key = int(n), jax.random.PRNGKey(seed)
         labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+        if labels is not None and labels.shape != (n,):
+            raise ValueError(f"sample({n}) takes one label per image, labels of shape ({n},); got {labels.shape}")
         if n <= SAMPLE_PIECE:
             return self._sample(self.state, key, n, labels)
         need, free = n * 28 * 28 * 4, _free_memory()

@@ -16,6 +16,14 @@ import time
 log = logging.getLogger(__name__)
 
 
+def duration(seconds: float) -> str:
+    """HH:MM:SS, with whole days in front past 24 hours ("1d 03:00:00")."""
+    if not math.isfinite(seconds):
+        return "?"
+    days, rest = divmod(int(seconds), 86400)
+    return (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
+
+
 class Progress:
     """A one-line progress bar with ETA on a terminal; plain log lines otherwise."""
 
@@ -25,8 +33,7 @@ class Progress:
     def update(self, step: int, rate: float, scalars: dict) -> None:
         if not self.enabled:
             return
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        eta_s = duration((self.total - step) / rate if rate > 0 else float("nan"))
         shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("lr"))
         line = f"step {step}/{self.total} [{100 * step / max(self.total, 1):3.0f}%] {rate:.1f} steps/s ETA {eta_s} {shown}"
         if self.tty:

@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _accepted(data: bytes, f: RemoteFile) -> bool:
     if f.raw_sha256:
         try:
             return hashlib.sha256(gzip.decompress(data)).hexdigest() == f.raw_sha256
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return False
     return False
 

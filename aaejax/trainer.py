@@ -30,7 +30,7 @@ from aaejax import batching, evaluation, files, images, parallel, protocol, regi
 from aaejax import data as data_lib
 from aaejax.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
-from aaejax.console import Progress, StopOnSignal
+from aaejax.console import Progress, StopOnSignal, duration
 from aaejax.state import all_finite
 
 log = logging.getLogger(__name__)
@@ -410,7 +410,10 @@ class ChunkPlan:
     first chunks' length goes on), or else a power of two of them; when slow, log_every / 2^j
     steps (about CHUNK_SECONDS), cut at the segment's end. So the lengths compiled are few."""
 
-    def __init__(self, config, evaluates: bool):
+    def __init__(self, config, evaluates: bool, fixed: bool = False):
+        """`fixed`: one segment per chunk, whatever the step time (a multi-process run: every
+        process must choose the same lengths, and clocks differ)."""
+        self.fixed = fixed
         self.log_every, self.num_steps = int(config.log_every), int(config.num_steps)
         self.keep = sorted(int(k) for k in config.keep_steps)
         self.everies = [int(config.sample_every), int(config.checkpoint_every)]
@@ -438,6 +441,8 @@ class ChunkPlan:
         length, cut at the segment's end; else log_every / 2^j, the largest within the budget."""
         end = self.segment_end(step)
         start = self.segment_start(end)
+        if self.fixed:
+            return end - step
         if step_seconds is None:
             return min(previous or self.first_length, end - step)
         budget = max(int(CHUNK_SECONDS / step_seconds), 1)
@@ -523,7 +528,7 @@ def _loop(run: Run, config):
     the previous one's metrics (JAX dispatches asynchronously; each chunk donates the state it
     was given). At a boundary (ChunkPlan) the loop waits for the state, saves and draws, then goes
     on. A stop (SIGINT/SIGTERM) is honoured when the chunks in flight end."""
-    plan, timer = ChunkPlan(config, run.curve_data is not None), StepTimer()
+    plan, timer = ChunkPlan(config, run.curve_data is not None, fixed=jax.process_count() > 1), StepTimer()
     t_start, compile_s, step = time.perf_counter(), None, 0
     inflight: list[dict] = []  # dispatched chunks, oldest first
     try:
@@ -542,7 +547,7 @@ def _loop(run: Run, config):
                 while True:
                     stopping = run.stop_requested(stop)
                     # Dispatch ahead while the state is not needed: up to two chunks in flight.
-                    while (not stopping and dispatched < config.num_steps and len(inflight) < _ahead(timer, previous)
+                    while (not stopping and dispatched < config.num_steps and len(inflight) < _ahead(plan, timer, previous)
                            and not (inflight and inflight[-1]["boundary"])):
                         length = plan.length(dispatched, timer.step_seconds, inflight[-1]["length"] if inflight
                                              else previous)
@@ -554,11 +559,11 @@ def _loop(run: Run, config):
                         timer.compiled.add(length)
                         out = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
                         t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
-                        state = out[0]
                         end = dispatched + length
                         boundary = plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))
                         inflight.append({"start": dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
                                          "boundary": boundary})
+                        state = out[0]  # after the append: an interrupt between them leaves the two in step
                         dispatched = end
                     if deferred is not None:
                         deferred, work = None, deferred
@@ -585,7 +590,7 @@ def _loop(run: Run, config):
                         eta_logged = True
                         left = config.num_steps - chunk["start"] - chunk["length"]
                         log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
-                                 time.strftime("%H:%M:%S", time.gmtime(left / timer.rate)), timer.rate)
+                                 duration(left / timer.rate), timer.rate)
                     step = chunk["start"] + chunk["length"]
                     if chunk["boundary"] and not inflight:  # the state at `step` is `state`: save and draw
                         state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, timer,
@@ -618,10 +623,10 @@ def _loop(run: Run, config):
     return state
 
 
-def _ahead(timer: StepTimer, length: int) -> int:
+def _ahead(plan: ChunkPlan, timer: StepTimer, length: int) -> int:
     """Chunks kept in flight: two while chunks are short (the host's logging overlaps the next
     one), one once they run a while (the host's share is small, and a stop waits for fewer)."""
-    if timer.step_seconds is not None and length * timer.step_seconds >= CHUNK_SECONDS / 4:
+    if not plan.fixed and timer.step_seconds is not None and length * timer.step_seconds >= CHUNK_SECONDS / 4:
         return 1
     return 2
 
@@ -636,7 +641,8 @@ def _stop(run: Run, state, step: int, signum) -> None:
 
 class Segment:
     """The host's share of one metrics.jsonl line: per-step metrics of the current segment, which
-    a chunk may cover part of, or several of."""
+    a chunk may cover part of, or several of. A run stopped inside a segment (short chunks) keeps
+    no partial line: resumed, that segment's line averages the steps after the resume only."""
 
     def __init__(self, start: int):
         self.start, self.parts, self.seconds = start, [], 0.0
@@ -687,8 +693,8 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
     prev = plan.segment_start(step)
     last = step >= config.num_steps
     want_samples = _crossed(step, prev, config.sample_every) or last
-    want_ckpt = last or step in plan.keep or (_crossed(step, prev, config.checkpoint_every)
-                                              and run.seconds_since_save() >= config.checkpoint_seconds)
+    want_ckpt = last or step in plan.keep or (_crossed(step, prev, config.checkpoint_every) and (
+        plan.fixed or run.seconds_since_save() >= config.checkpoint_seconds))  # clocks differ across processes
     want_eval = run.curve_data is not None and (_crossed(step, prev, config.eval_every) or last)
     if want_samples or want_ckpt:
         state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
@@ -699,5 +705,6 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
                   evals)
     if want_ckpt:
         run.save(step, state)
+    jax.block_until_ready((state, grids))  # else the next chunk's time would include this work
     # The grids once the next chunk is dispatched: encoding them overlaps its steps.
     return state, (lambda: run.write_samples(step, grids)) if grids is not None else None

@@ -87,3 +87,16 @@ def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, 
     # One-step chunks to the first boundary (100), then chunks of 100: the first one is its
     # program's first run and does not count, the second (200 -> 300) is over 5 % of the run.
     assert int(left) == 100 and float(rate) > 0
+
+
+def test_a_multi_process_plan_is_one_segment_a_chunk_whatever_the_clock():
+    c = ml_collections.ConfigDict(dict(log_every=200, num_steps=2000, keep_steps=(), sample_every=1000,
+                                       checkpoint_every=5000, eval_every=0))
+    plan = trainer.ChunkPlan(c, evaluates=False, fixed=True)
+    assert set(_walk(plan, step_seconds=1e-6)) == {200} == set(_walk(plan, step_seconds=10.0))
+
+
+def test_durations_past_a_day_keep_their_days():
+    from aaejax.console import duration
+
+    assert duration(27 * 3600 + 61) == "1d 03:01:01" and duration(59) == "00:00:59" and duration(float("nan")) == "?"

@@ -257,6 +257,8 @@ def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_pat
     for i in range(3):  # piece i from fold_in(key, i), the last one cut to size
         piece = api.protocol.sample(m.state, jax.random.fold_in(jax.random.PRNGKey(3), i), 4, model=m.model)
         np.testing.assert_array_equal(x[4 * i:4 * i + 4], np.asarray(piece)[:len(x[4 * i:4 * i + 4])])
+    with pytest.raises(ValueError, match=r"one label per image"):
+        m.sample(10, labels=np.zeros(9, np.int32))
     monkeypatch.setattr(api, "_free_memory", lambda: 10 * 28 * 28 * 4)  # room for 10 images, not their copy
     with pytest.raises(ValueError, match=r"sample\(10\) needs .* GiB .* ask for fewer"):
         m.sample(10)
