@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -150,10 +151,40 @@ class MetricWriter:
     def close(self) -> None:
         if not self.enabled:
             return
-        with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
-            self._jsonl.close()
-        with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-            self._tb.close()
+        try:
+            with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
+                self._jsonl.close()
+            with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+                self._tb.close()
+        finally:
+            _shut(self._tb._get_file_writer().event_writer)
+
+
+def _shut(event_writer) -> None:
+    """Ends a tensorboardX event writer whose close failed (a full disk): its thread and queue are
+    stopped and it is marked closed, or its atexit hook would flush again and print that failure's
+    traceback after the run's one line. Errors here are the one already reported."""
+    if event_writer._closed:
+        return
+    for step in (lambda: event_writer._worker.stop(), lambda: event_writer._ev_writer.close(),
+                 lambda: event_writer._event_queue.close()):
+        try:
+            step()
+        except (OSError, ValueError, AttributeError):
+            pass
+    event_writer._closed = True
+
+
+def _quiet_event_thread_errors(args) -> None:
+    """threading.excepthook: tensorboardX's writer thread dying of an OSError (a full disk) is
+    reported by the run itself, as one line, when it flushes or closes; other errors pass on."""
+    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_EventLoggerThread":
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+threading.excepthook = _quiet_event_thread_errors
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:

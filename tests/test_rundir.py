@@ -262,3 +262,26 @@ def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_pat
     monkeypatch.setattr(api, "_free_memory", lambda: 10 * 28 * 28 * 4)  # room for 10 images, not their copy
     with pytest.raises(ValueError, match=r"sample\(10\) needs .* GiB .* ask for fewer"):
         m.sample(10)
+
+
+def test_a_full_disk_under_tensorboard_is_not_reported_again_at_exit(tmp_path, capsys):
+    """The run reports a failed TensorBoard flush as its one line; tensorboardX's atexit hook and
+    its writer thread would print that failure's traceback again (21 lines after the one)."""
+    import threading
+
+    w = writers.MetricWriter(tmp_path)
+    event_writer = w._tb._get_file_writer().event_writer
+    event_writer.flush = _enospc
+    with pytest.raises(files.WriteError) as caught:
+        w.close()
+    assert caught.value.what == "TensorBoard events" and "No space left" in str(caught.value)
+    assert event_writer._closed  # tensorboardX's atexit hook now does nothing
+
+    class _EventLoggerThread(threading.Thread):  # named as tensorboardX's writer thread
+        def run(self):
+            _enospc()
+
+    t = _EventLoggerThread()
+    t.start()
+    t.join()
+    assert "Traceback" not in capsys.readouterr().err
