@@ -151,13 +151,15 @@ class MetricWriter:
     def close(self) -> None:
         if not self.enabled:
             return
+        # Taken now: once closed, _get_file_writer() would open a new file, emptying this one.
+        event_writer = self._tb._get_file_writer().event_writer
         try:
             with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
                 self._jsonl.close()
             with self._writing("TensorBoard events", self.workdir / "tensorboard"):
                 self._tb.close()
         finally:
-            _shut(self._tb._get_file_writer().event_writer)
+            _shut(event_writer)
 
 
 def _shut(event_writer) -> None:
