@@ -123,6 +123,11 @@ def _relu_mlp(h: jax.Array, hidden: Sequence[int], std: float) -> jax.Array:
     return h
 
 
+def _relu_mlp_out(h: jax.Array, hidden: Sequence[int], width: int, std: float) -> jax.Array:
+    """_relu_mlp, then a linear layer of `width` (named Dense_<len(hidden)>)."""
+    return dense(_relu_mlp(h, hidden, std), width, f"Dense_{len(hidden)}", std=std)
+
+
 class PaperEncoder(nn.Module):
     """The AAE paper's deterministic encoder (its Appendix A): x [B, 28, 28, 1] in [0, 1] ->
     (category logits [B, num_categories], or None when num_categories = 0; z [B, latent_dim]).
@@ -148,9 +153,7 @@ class PaperDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, code):
-        h = _relu_mlp(code, self.hidden, self.init_std)
-        x = dense(h, IMAGE_DIM, f"Dense_{len(self.hidden)}", std=self.init_std)
-        return nn.sigmoid(x).reshape((code.shape[0], *IMAGE_SHAPE))
+        return nn.sigmoid(_relu_mlp_out(code, self.hidden, IMAGE_DIM, self.init_std)).reshape((code.shape[0], *IMAGE_SHAPE))
 
 
 class PaperDiscriminator(nn.Module):
@@ -161,8 +164,7 @@ class PaperDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, code):
-        h = _relu_mlp(code, self.hidden, self.init_std)
-        return dense(h, 1, f"Dense_{len(self.hidden)}", std=self.init_std)[:, 0]
+        return _relu_mlp_out(code, self.hidden, 1, self.init_std)[:, 0]
 
 
 # ----------------------------------------------------------------------------- BiGAN

@@ -523,14 +523,77 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
             return _loop(run, config)
 
 
+class Pipeline:
+    """The chunks in flight, oldest first, and their timing: `fill` dispatches ahead (JAX runs them
+    asynchronously; each donates the state it was given), `take` waits for the oldest."""
+
+    def __init__(self, run: Run, plan: ChunkPlan, step: int):
+        self.run, self.plan, self.timer, self.chunk_fn = run, plan, StepTimer(), run.chunk_fn()
+        self.inflight: list[dict] = []
+        self.dispatched, self.previous, self.last_ready = step, 0, None
+        self.t_first, self.compile_s, self.eta_logged = 0.0, None, False
+
+    def fill(self, state, num_steps: int):
+        """Dispatches chunks while the state is not needed (no boundary in flight), up to
+        _ahead of them; returns the state the last one will leave."""
+        plan, timer, inflight = self.plan, self.timer, self.inflight
+        while (self.dispatched < num_steps and len(inflight) < _ahead(plan, timer, self.previous)
+               and not (inflight and inflight[-1]["boundary"])):
+            length = plan.length(self.dispatched, timer.step_seconds, inflight[-1]["length"] if inflight else self.previous)
+            self.previous, new_program = length, length not in timer.compiled
+            if self.compile_s is None and not inflight:
+                self.t_first = time.perf_counter()
+            if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
+                break
+            timer.compiled.add(length)
+            out = self.chunk_fn(state, self.run.images, self.run.labels, length=length)  # `state` is donated here
+            t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
+            end = self.dispatched + length
+            inflight.append({"start": self.dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
+                             "boundary": plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))})
+            state, self.dispatched = out[0], end  # after the append: an interrupt between leaves the two in step
+        return state
+
+    def take(self, num_steps: int):
+        """Waits for the oldest chunk: (chunk, its metrics on the host, its seconds). Logs the
+        first chunk's time and, once, the ETA (after chunks of a fair length ran 5 s or 5 %)."""
+        chunk = self.inflight[0]
+        metrics, error = self.run.finish(chunk["out"], chunk["start"])
+        if error:
+            raise NonFiniteError(error)
+        self.inflight.pop(0)
+        now, timer = time.perf_counter(), self.timer
+        dt = now - max(chunk["t0"], self.last_ready or chunk["t0"])
+        self.last_ready = now
+        timer.add(chunk["length"], dt, chunk["length"] >= self.plan.log_every, chunk["new"])
+        if self.compile_s is None:
+            self.compile_s = now - self.t_first
+            log.info("first chunk %.1f s incl. compilation", self.compile_s)
+        if not self.eta_logged and timer.rate and (timer.sized_seconds >= 5 or timer.sized_steps >= 0.05 * num_steps):
+            self.eta_logged = True
+            left = num_steps - chunk["start"] - chunk["length"]
+            log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
+                     duration(left / timer.rate), timer.rate)
+        return chunk, metrics, dt
+
+    def drain(self, step: int) -> tuple[int, bool]:
+        """Interrupted with chunks in flight (their input states are donated): finishes them.
+        Returns (the step the last finite one reached, whether all were finite)."""
+        ok = True
+        for chunk in self.inflight:
+            _, error = self.run.finish(chunk["out"], chunk["start"])
+            ok = ok and error is None
+            if ok:
+                step = chunk["start"] + chunk["length"]
+        self.inflight = []
+        return step, ok
+
+
 def _loop(run: Run, config):
-    """The training loop. Chunks are dispatched ahead: while the device runs one, the host logs
-    the previous one's metrics (JAX dispatches asynchronously; each chunk donates the state it
-    was given). At a boundary (ChunkPlan) the loop waits for the state, saves and draws, then goes
-    on. A stop (SIGINT/SIGTERM) is honoured when the chunks in flight end."""
-    plan, timer = ChunkPlan(config, run.curve_data is not None, fixed=jax.process_count() > 1), StepTimer()
-    t_start, compile_s, step = time.perf_counter(), None, 0
-    inflight: list[dict] = []  # dispatched chunks, oldest first
+    """The training loop: while the device runs a chunk, the host logs the one before (Pipeline).
+    At a boundary (ChunkPlan) the loop waits for the state, saves and draws, then goes on. A stop
+    (SIGINT/SIGTERM) is honoured when the chunks in flight end."""
+    t_start, step, pipe = time.perf_counter(), 0, None
     try:
         state, step = run.initial_state()
         if step >= config.num_steps:
@@ -539,77 +602,36 @@ def _loop(run: Run, config):
         else:
             log.info("training %s (%s) for %d steps%s; the ETA follows the first timed chunks", config.model,
                      config.get("variant") or "custom", config.num_steps, f", from step {step}" if step else "")
-        chunk_fn, progress = run.chunk_fn(), Progress(config.num_steps, enabled=run.primary)
-        segment = Segment(step)
-        dispatched, last_ready, eta_logged, previous, deferred, t_first = step, None, False, 0, None, 0.0
+        plan = ChunkPlan(config, run.curve_data is not None, fixed=jax.process_count() > 1)
+        pipe, progress, segment, deferred = Pipeline(run, plan, step), Progress(config.num_steps, enabled=run.primary), \
+            Segment(step), None
         with StopOnSignal() as stop:
             try:
                 while True:
                     stopping = run.stop_requested(stop)
-                    # Dispatch ahead while the state is not needed: up to two chunks in flight.
-                    while (not stopping and dispatched < config.num_steps and len(inflight) < _ahead(plan, timer, previous)
-                           and not (inflight and inflight[-1]["boundary"])):
-                        length = plan.length(dispatched, timer.step_seconds, inflight[-1]["length"] if inflight
-                                             else previous)
-                        previous = length
-                        new_program = length not in timer.compiled
-                        t_first = time.perf_counter() if compile_s is None and not inflight else t_first
-                        if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
-                            break
-                        timer.compiled.add(length)
-                        out = chunk_fn(state, run.images, run.labels, length=length)  # `state` is donated here
-                        t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
-                        end = dispatched + length
-                        boundary = plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))
-                        inflight.append({"start": dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
-                                         "boundary": boundary})
-                        state = out[0]  # after the append: an interrupt between them leaves the two in step
-                        dispatched = end
+                    if not stopping:
+                        state = pipe.fill(state, config.num_steps)
                     if deferred is not None:
                         deferred, work = None, deferred
                         work()
-                    if not inflight:
+                    if not pipe.inflight:
                         if stopping:
                             _stop(run, state, step, stop.signum)
                         break
-                    chunk = inflight[0]
-                    metrics, error = run.finish(chunk["out"], chunk["start"])  # waits for the oldest chunk
-                    if error:
-                        raise NonFiniteError(error)
-                    inflight.pop(0)
-                    now = time.perf_counter()
-                    dt = now - max(chunk["t0"], last_ready or chunk["t0"])
-                    last_ready = now
-                    timer.add(chunk["length"], dt, chunk["length"] >= plan.log_every, chunk["new"])
-                    if compile_s is None:
-                        compile_s = now - t_first
-                        log.info("first chunk %.1f s incl. compilation", compile_s)
-                    # The first ETA once chunks of a fair length have run 5 s, or 5 % of the run.
-                    if not eta_logged and timer.rate and (timer.sized_seconds >= 5 or
-                                                          timer.sized_steps >= 0.05 * config.num_steps):
-                        eta_logged = True
-                        left = config.num_steps - chunk["start"] - chunk["length"]
-                        log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
-                                 duration(left / timer.rate), timer.rate)
+                    chunk, metrics, dt = pipe.take(config.num_steps)
                     step = chunk["start"] + chunk["length"]
-                    if chunk["boundary"] and not inflight:  # the state at `step` is `state`: save and draw
-                        state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, timer,
+                    if chunk["boundary"] and not pipe.inflight:  # the state at `step` is `state`: save and draw
+                        state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, pipe.timer,
                                                        metrics, dt)
                     else:
-                        _log_segments(run, config, plan, segment, progress, timer, metrics, dt, chunk["start"])
-                    if stopping and not inflight:
+                        _log_segments(run, config, plan, segment, progress, pipe.timer, metrics, dt, chunk["start"])
+                    if stopping and not pipe.inflight:
                         _stop(run, state, step, stop.signum)
             except KeyboardInterrupt:
                 if deferred is not None:  # the last boundary's grids and line
                     deferred()
                 progress.close()
-                ok = True
-                for chunk in inflight:  # interrupted with chunks in flight: their input states are donated, so
-                    _, error = run.finish(chunk["out"], chunk["start"])  # finish them; keep the result if finite
-                    ok = ok and error is None
-                    if ok:
-                        step = chunk["start"] + chunk["length"]
-                inflight = []
+                step, ok = pipe.drain(step)
                 if ok and not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
                     log.warning("interrupted: saving a checkpoint at step %d", step)
                     run.save(step, run.eval_state(state, step))
@@ -619,7 +641,7 @@ def _loop(run: Run, config):
         raise run.write_failure(e, step) from e
     if step and config.num_steps:
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,
-                 time.perf_counter() - t_start, compile_s or 0)
+                 time.perf_counter() - t_start, (pipe.compile_s if pipe else None) or 0)
     return state
 
 
