@@ -300,13 +300,15 @@ class Run:
     def eval_state(self, state, step: int):
         """BatchNorm population statistics (BiGAN), recomputed before every save and grid; the
         training steps use batch statistics, so this does not change what is learned."""
-        fold_in = self.seeds.map(jax.random.fold_in, (0, None))
-        return prepare_evals(state, self.images, fold_in(self.eval_keys, step), model=self.model, num_seeds=self.seeds.n)
+        return prepare_evals(state, self.images, self.eval_keys_at(step), model=self.model, num_seeds=self.seeds.n)
+
+    def eval_keys_at(self, step: int) -> jax.Array:
+        """Each model's evaluation key at `step` (deploy statistics, the curve): fold_in(eval key, step)."""
+        return self.seeds.map(jax.random.fold_in, (0, None))(self.eval_keys, step)
 
     def curve(self, step: int, state) -> dict:
         """{eval_<name>: value [] or per seed [S]} of model.curve, on the host."""
-        keys = self.seeds.map(jax.random.fold_in, (0, None))(self.eval_keys, step)
-        out = self.fetch(curves(state, self.curve_data, keys, model=self.model, num_seeds=self.seeds.n))
+        out = self.fetch(curves(state, self.curve_data, self.eval_keys_at(step), model=self.model, num_seeds=self.seeds.n))
         return {f"eval_{k}": np.asarray(v) for k, v in out.items()}
 
     def seconds_since_save(self) -> float:
