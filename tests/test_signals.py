@@ -38,9 +38,11 @@ def test_a_ctrl_c_at_any_moment_is_one_line_and_never_lost(tmp_path):
 
 def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path):
     proc = _start(tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "run" / "metrics.jsonl").exists():
+    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120
+    # A logged line, not the file: the file opens before the loop puts its own handler in place.
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
         time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)  # signals do not queue: two sent at once arrive as one
     proc.send_signal(signal.SIGINT)
