@@ -21,20 +21,42 @@ import jax
 import jax.numpy as jnp
 
 from aaejax import images, losses
-from aaejax.models import IMAGE_SHAPE, INITS, AAEDecoder, AAEEncoder, LatentDiscriminator
-from aaejax.optim import make_optimizers
-from aaejax.priors import PRIORS, PRIORS_2D, make_prior
+from aaejax.configs import COMMON, Field, group, pick
+from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.priors import PRIOR_FIELDS, PRIORS_2D, make_prior
 from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
 D_UPDATES = ("averaged", "two_batches")
+AAE_KINDS = ("basic", "categorical", "paper")
+# The AAE family's fields; the categorical AAE (aae_categorical.py) and the paper's method
+# (aae_paper.py) pick theirs from these.
+AAE_FIELDS = group(
+    Field("aae_kind", "basic", "which AAE, set by the variant: basic = a continuous code | categorical = "
+          "category + style codes (aae_categorical.py) | paper = the paper's own method (aae_paper.py)",
+          choices=AAE_KINDS),
+    Field("hidden", (512, 512), "encoder and decoder hidden widths", low=1),
+    Field("disc_hidden", (512, 256), "latent discriminator hidden widths", low=1),
+    Field("num_classes", 10, "classes of the labels", low=2),
+    Field("recon_weight", 0.999, "weight of the reconstruction MSE ([-1, 1] pixels) in the autoencoder's loss",
+          low=0),
+    Field("adv_weight", 0.001, "weight of the adversarial (fooling) loss in the autoencoder's loss", low=0),
+    Field("d_update", "averaged", "averaged = one D update on the mean of its real and fake losses | "
+          "two_batches = one on each in turn (Keras-GAN)", choices=D_UPDATES),
+    Field("prior_conditioned", False, "D also sees the one-hot label, the prior sample comes from the label's "
+          "component (2-D priors, paper Figure 4)"),
+    Field("supervised", False, "the decoder also gets the one-hot label; the code holds the style (paper "
+          "Figure 6)"),
+)
 
 
 class AAE(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the AAE with a continuous prior."""
 
     name = "aae"
+    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **PRIOR_FIELDS, **AAE_FIELDS}
 
     def __init__(self, config):
         self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
@@ -194,22 +216,14 @@ class AAE(ConfigEquality):
 
     @staticmethod
     def validate(config) -> None:
-        """Raises ValueError for AAE settings that make no sense."""
-        if config.prior not in PRIORS:
-            raise ValueError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
+        """Raises ValueError for AAE settings that make no sense together (configs.check has
+        checked each field on its own)."""
         if config.prior in PRIORS_2D and config.latent_dim != 2:
             raise ValueError(f"prior {config.prior!r} is 2-D: set latent_dim=2 (got {config.latent_dim})")
         if config.prior_conditioned and config.prior not in PRIORS_2D:
             raise ValueError(f"prior_conditioned needs a prior with one component per class "
                              f"({', '.join(PRIORS_2D)}), got {config.prior!r}")
-        if config.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
-        if config.recon_weight < 0 or config.adv_weight < 0 or config.recon_weight + config.adv_weight == 0:
-            raise ValueError(f"loss weights must be >= 0 and not both 0, got recon_weight={config.recon_weight}, "
-                             f"adv_weight={config.adv_weight}")
-        if config.d_update not in D_UPDATES:
-            raise ValueError(f"unknown d_update {config.d_update!r}; choose one of {', '.join(D_UPDATES)}")
-        if config.init not in INITS:
-            raise ValueError(f"unknown init {config.init!r}; choose one of {', '.join(INITS)}")
-        if config.prior in ("gaussian", *PRIORS_2D) and config.prior_scale <= 0:
-            raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")
+        if config.recon_weight + config.adv_weight == 0:
+            raise ValueError("recon_weight and adv_weight are both 0: nothing to learn")
+        if config.prior == "uniform" and not config.prior_low < config.prior_high:
+            raise ValueError(f"prior_low must be < prior_high, got {config.prior_low}, {config.prior_high}")

@@ -30,14 +30,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from aaejax import augment, batching, images, losses
-from aaejax.models import IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
-from aaejax.optim import make_optimizers
-from aaejax.priors import Gaussian
+from aaejax.aae import AAE_FIELDS
+from aaejax.configs import COMMON, Field, group, pick
+from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
+from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.priors import PRIOR_FIELDS, Gaussian
 from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "disc_category", "disc_style")
 PHASES = ("joint", "sequential")
+# The categorical code's fields (the paper's method, aae_paper.py, picks three of them).
+CATEGORICAL_FIELDS = group(
+    Field("num_categories", 10, "categories K of the code (paper's method: 0 = none, Table 1)", low=0),
+    Field("style_dim", 10, "size of the style code", low=1),
+    Field("num_labels", 0, "labelled examples (class-balanced, chosen by the seed); 0 = clustering; the paper's "
+          "method: -1 = every training label", low=-1),
+    Field("labelled_batch_size", 100, "labelled examples per step", low=1),
+    Field("supervised_weight", 1.0, "weight of the cross-entropy on the labelled batch", low=0),
+    Field("phases", "joint", "joint = one weighted update | sequential = the paper's three phases", choices=PHASES),
+    Field("balance_weight", 0.0, "weight of KL(batch-mean y || uniform) in the encoder's loss: keeps every "
+          "category in use", low=0),
+    Field("input_noise", 0.0, "std of Gaussian noise on the encoder's input (categorical: [-1, 1] scale; the "
+          "paper's method: [0, 1]); 0 = none", low=0),
+    Field("labelled_recon", False, "also rebuild the labelled images from their true label"),
+    Field("labelled_shift", 0, "random shift of the labelled images, pixels", low=0, high=14),
+    Field("consistency_weight", 0.0, "weight of KL(y(x) || y(view of x)) on the unlabelled batch (not in the "
+          "paper)", low=0),
+    Field("consistency_shift", 2, "the view's random shift, pixels", low=1, high=14),
+    Field("augment_rotation", 0.0, "random rotation of the labelled images and the view, degrees", low=0, high=180),
+)
 
 
 def add_trees(a, b):
@@ -49,6 +71,9 @@ class CategoricalAAE(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the semi-supervised / clustering AAE."""
 
     name = "aae"
+    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **pick(PRIOR_FIELDS, "prior_scale"),
+              **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes recon_weight adv_weight"),
+              **CATEGORICAL_FIELDS}
     needs_labels = False  # decode() takes labels only to replace the code's category part
 
     def __init__(self, config):
@@ -322,31 +347,16 @@ class CategoricalAAE(ConfigEquality):
 
     @staticmethod
     def validate(config) -> None:
-        """Raises ValueError for categorical-AAE settings that make no sense."""
-        if config.num_categories < 2 or config.style_dim < 1:
-            raise ValueError(f"num_categories must be >= 2 and style_dim >= 1, got {config.num_categories}, "
-                             f"{config.style_dim}")
+        """Raises ValueError for categorical-AAE settings that make no sense together
+        (configs.check has checked each field on its own)."""
+        if config.num_categories < 2:
+            raise ValueError(f"num_categories must be >= 2, got {config.num_categories}")
         if config.num_labels < 0 or config.num_labels % config.num_classes:
             raise ValueError(f"num_labels must be a multiple of num_classes ({config.num_classes}), got "
                              f"{config.num_labels}")
         if config.num_labels and config.num_categories != config.num_classes:
             raise ValueError("semi-supervised (num_labels > 0) needs num_categories == num_classes")
-        for field in ("recon_weight", "adv_weight", "supervised_weight", "balance_weight", "consistency_weight"):
-            if config[field] < 0:
-                raise ValueError(f"{field} must be >= 0 (a loss weight), got {config[field]}")
-        if config.phases not in PHASES:
-            raise ValueError(f"phases must be one of {', '.join(PHASES)}, got {config.phases!r}")
         if config.phases == "sequential" and config.lr_schedule != "constant":
             # Each phase steps the encoder's one optimizer, so its schedule would run 2-3x ahead.
             raise ValueError(f"phases='sequential' updates the encoder several times a step and needs "
                              f"lr_schedule='constant', got {config.lr_schedule!r}")
-        if config.labelled_shift < 0 or config.labelled_shift > 14:
-            raise ValueError(f"labelled_shift must be in [0, 14] pixels, got {config.labelled_shift}")
-        if config.consistency_weight and not 1 <= config.consistency_shift <= 14:
-            raise ValueError(f"consistency_shift must be in [1, 14] pixels, got {config.consistency_shift}")
-        if not 0 <= config.augment_rotation <= 180:
-            raise ValueError(f"augment_rotation must be in [0, 180] degrees, got {config.augment_rotation}")
-        if config.input_noise < 0:
-            raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
-        if config.prior_scale <= 0:
-            raise ValueError(f"prior_scale must be > 0, got {config.prior_scale}")

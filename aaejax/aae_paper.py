@@ -28,9 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from aaejax import batching, images, losses
-from aaejax.models import IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
-from aaejax.optim import make_phase_optimizers
-from aaejax.priors import Gaussian
+from aaejax.aae import AAE_FIELDS
+from aaejax.aae_categorical import CATEGORICAL_FIELDS
+from aaejax.configs import COMMON, pick
+from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
+from aaejax.optim import PHASE_FIELDS, SCHEDULE_FIELDS, make_phase_optimizers
+from aaejax.priors import PRIOR_FIELDS, Gaussian
 from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState
 
@@ -42,6 +45,9 @@ class PaperAAE(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the AAE paper's own method."""
 
     name = "aae"
+    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, **pick(INIT_FIELDS, "init_std"),
+              **pick(PRIOR_FIELDS, "latent_dim prior_scale"), **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes"),
+              **pick(CATEGORICAL_FIELDS, "num_categories num_labels input_noise")}
     needs_labels = False
 
     def __init__(self, config):
@@ -269,11 +275,11 @@ class PaperAAE(ConfigEquality):
 
     @staticmethod
     def validate(config) -> None:
-        """Raises ValueError for settings of the paper's method that make no sense."""
-        if config.num_categories < 0 or config.num_categories == 1 or config.latent_dim < 1:
-            raise ValueError(f"num_categories must be 0 or >= 2 and latent_dim >= 1, got {config.num_categories}, "
-                             f"{config.latent_dim}")
-        if config.num_labels < -1 or (config.num_labels > 0 and config.num_labels % config.num_classes):
+        """Raises ValueError for settings of the paper's method that make no sense together
+        (configs.check has checked each field on its own)."""
+        if config.num_categories == 1:
+            raise ValueError("num_categories must be 0 (no categorical code) or >= 2, got 1")
+        if config.num_labels > 0 and config.num_labels % config.num_classes:
             raise ValueError(f"num_labels must be -1 (all), 0 or a multiple of num_classes ({config.num_classes}), "
                              f"got {config.num_labels}")
         if config.num_labels and config.num_categories != config.num_classes:
@@ -282,17 +288,8 @@ class PaperAAE(ConfigEquality):
             raise ValueError("the Parzen protocol chooses sigma on held-out images: set data_split='official'")
         if config.num_categories and not config.num_labels and config.data_split != "official":
             raise ValueError("the clustering protocol labels clusters from held-out images: set data_split='official'")
-        for field in ("lr_recon", "lr_adv", "lr_supervised", "init_std", "prior_scale"):
-            if config[field] <= 0:
-                raise ValueError(f"{field} must be > 0, got {config[field]}")
-        for field in ("momentum_recon", "momentum_adv", "momentum_supervised"):
-            if not 0 <= config[field] < 1:
-                raise ValueError(f"{field} must be in [0, 1), got {config[field]}")
-        if config.input_noise < 0:
-            raise ValueError(f"input_noise must be >= 0, got {config.input_noise}")
-        if not 0 < config.lr_drop_factor <= 1 or any(int(e) < 1 for e in config.lr_drop_epochs):
-            raise ValueError(f"lr_drop_factor must be in (0, 1] and lr_drop_epochs >= 1, got {config.lr_drop_factor}, "
-                             f"{tuple(config.lr_drop_epochs)}")
+        if config.init_std <= 0:
+            raise ValueError(f"init_std must be > 0 (the paper's N(0, 0.01) has no Flax default), got {config.init_std}")
 
 
 def _batches(x: jax.Array, most: int = 1000) -> jax.Array:

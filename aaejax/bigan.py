@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from aaejax import batching, images, losses
-from aaejax.models import BN_FLAVOURS, IMAGE_SHAPE, INITS, BiGANEncoder, BiGANGenerator, JointDiscriminator
-from aaejax.optim import make_optimizers
-from aaejax.priors import make_prior
+from aaejax.configs import COMMON, Field, group, pick
+from aaejax.models import BN_FLAVOURS, INIT_FIELDS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.priors import PRIOR_FIELDS, make_prior
 from aaejax.protocol import ConfigEquality
 from aaejax.state import NetState, TrainState, all_finite
 
@@ -33,6 +34,30 @@ NETS = ("generator", "encoder", "discriminator")
 GE_LOSSES = ("flipped", "minimax")
 Z_INPUTS = ("concat", "hidden")
 UPDATE_ORDERS = ("d_first", "simultaneous")
+BIGAN_FIELDS = group(
+    Field("g_hidden", (1024, 1024), "generator hidden widths", low=1),
+    Field("e_hidden", (1024, 1024), "encoder hidden widths", low=1),
+    Field("d_hidden", (1024, 1024), "discriminator hidden widths", low=1),
+    Field("hidden_bias", True, "biases in the hidden layers"),
+    Field("output_bias", True, "biases in the output layers"),
+    Field("bn_affine", True, "BatchNorm with learned scale and offset"),
+    Field("bn_flavour", "flax", "BatchNorm numerics: flax (eps 1e-5) | official (eps 1e-8, unbiased deploy "
+          "variance) | torch", choices=tuple(BN_FLAVOURS)),
+    Field("bn_eval_batches", 50, "training batches over which BatchNorm population statistics are recomputed "
+          "for evaluation", low=1),
+    Field("z_input", "concat", "where z enters D: concat (with x, first layer) | hidden (linearly at the second "
+          "layer, before BN)", choices=Z_INPUTS),
+    Field("zero_output", False, "D's output weights start at zero"),
+    Field("g_z_skip", False, "G's later hidden layers also get a linear map of z (before BN)"),
+    Field("g_bn_first", True, "BatchNorm after G's first hidden layer too (the PyTorch seed program has none "
+          "there)"),
+    Field("ge_loss", "flipped", "G's and E's loss: flipped (non-saturating, labels swapped) | minimax (minus D's "
+          "loss)", choices=GE_LOSSES),
+    Field("loss_scale", 1.0, "each loss is loss_scale * (BCE on the real pairs + BCE on the fake pairs); "
+          "official 0.5", above=0),
+    Field("update_order", "d_first", "d_first = G/E against the updated D | simultaneous = all three from the "
+          "same state", choices=UPDATE_ORDERS),
+)
 
 
 def _forward(module, net: NetState, params, inputs):
@@ -46,6 +71,8 @@ class BiGAN(ConfigEquality):
     """The trainer's model protocol (aaejax/protocol.py) for the BiGAN."""
 
     name = "bigan"
+    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS,
+              **pick(PRIOR_FIELDS, "latent_dim prior prior_low prior_high"), **BIGAN_FIELDS}
     needs_labels = False
 
     def __init__(self, config):
@@ -250,24 +277,9 @@ class BiGAN(ConfigEquality):
 
     @staticmethod
     def validate(config) -> None:
-        """Raises ValueError for BiGAN settings that make no sense."""
-        if config.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {config.latent_dim}")
-        if config.ge_loss not in GE_LOSSES:
-            raise ValueError(f"unknown ge_loss {config.ge_loss!r}; choose one of {', '.join(GE_LOSSES)}")
+        """Raises ValueError for BiGAN settings that make no sense together (configs.check has
+        checked each field on its own)."""
         if config.prior != "uniform" or not config.prior_low < config.prior_high:
             raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
-        if config.z_input not in Z_INPUTS:
-            raise ValueError(f"unknown z_input {config.z_input!r}; choose one of {', '.join(Z_INPUTS)}")
         if config.z_input == "hidden" and len(config.d_hidden) < 2:
             raise ValueError("z_input='hidden' adds z at D's second layer: d_hidden needs at least 2 layers")
-        if config.update_order not in UPDATE_ORDERS:
-            raise ValueError(f"unknown update_order {config.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}")
-        if config.bn_flavour not in BN_FLAVOURS:
-            raise ValueError(f"unknown bn_flavour {config.bn_flavour!r}; choose one of {', '.join(BN_FLAVOURS)}")
-        if config.init not in INITS:
-            raise ValueError(f"unknown init {config.init!r}; choose one of {', '.join(INITS)}")
-        if config.loss_scale <= 0:
-            raise ValueError(f"loss_scale must be > 0, got {config.loss_scale}")
-        if config.bn_eval_batches < 1:
-            raise ValueError(f"bn_eval_batches must be >= 1, got {config.bn_eval_batches}")

@@ -1,24 +1,41 @@
 """Command line shared by `python -m experiments.aae|bigan`.
 
 Flags: --workdir=DIR, --steps=N, --seed=S, --overwrite, --print_config, and --config.FIELD=VALUE
-for every config field (aaejax/fields.py describes each); --config=experiments/bigan.py:seed
-selects a named variant. Every mistake in them is one line on stderr and exit status 2, before
-any work; `--help` lists the flags and the fields.
+for every field of the chosen variant's model (its SCHEMA declares each); --config=experiments/
+bigan.py:seed selects a named variant. Every mistake in them is one line on stderr and exit
+status 2, before any work; `--help` lists the flags and the fields. The experiment scripts pass
+themselves in (`Experiment`): the library never imports them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
 import re
 import sys
+from typing import Callable
 
 from absl import flags
 from ml_collections import config_flags
 
-FLAGS = flags.FLAGS
 RUN_FLAGS = ("workdir", "steps", "seed", "overwrite", "print_config", "config")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An entry point: its model's name, its config file, its named variants (the first the default)."""
+
+    name: str
+    path: str
+    get_config: Callable
+    variants: tuple[str, ...]
+    doc: str = ""
+
+
+class UsageError(Exception):
+    """A mistake on the command line: one line, exit status 2."""
 
 
 def enable_compilation_cache() -> None:
@@ -32,54 +49,57 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _define_flags(config_path: str) -> None:
-    flags.DEFINE_string("workdir", None, "Run directory (default runs/<model>).")
-    flags.DEFINE_integer("steps", None, "Training steps (overrides config.num_steps).")
-    flags.DEFINE_integer("seed", None, "Random seed (overrides config.seed).")
+def _define_flags(fv: flags.FlagValues, config_path: str, argv: list[str]) -> None:
+    flags.DEFINE_string("workdir", None, "Run directory (default runs/<model>).", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "Training steps (overrides config.num_steps).", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "Random seed (overrides config.seed).", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "If the work dir holds a run with another config, delete it "
-                      "(checkpoints, samples, metrics) and start over; without it such a work dir is refused.")
-    flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
-    config_flags.DEFINE_config_file("config", config_path, "Experiment config (path[:variant]).", lock_config=True)
+                      "(checkpoints, samples, metrics) and start over; without it such a work dir is refused.",
+                      flag_values=fv)
+    flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.", flag_values=fv)
+    config_flags.DEFINE_config_file("config", config_path, "Experiment config (path[:variant]).", flag_values=fv,
+                                    lock_config=True, sys_argv=argv)  # it finds the --config.FIELD flags in argv
 
 
-def _experiment(model_name: str):
-    import importlib
+def _variant(argv: list[str], exp: Experiment) -> str:
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+    return given.rpartition(":")[2] if ":" in given else exp.variants[0]
 
-    return importlib.import_module(f"experiments.{model_name}")
+
+def _schema(argv: list[str], exp: Experiment) -> dict:
+    """The schema of the model of the variant on the command line (the default one if unknown)."""
+    from aaejax import registry
+
+    variant = _variant(argv, exp)
+    config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
+    return registry.model_class(config).SCHEMA
 
 
-def help_text(model_name: str) -> str:
-    from aaejax.fields import FIELDS
+def help_text(exp: Experiment, argv: list[str] = ()) -> str:
+    from aaejax import registry
 
-    exp = _experiment(model_name)
-    config = exp.get_config()
-    lines = [f"usage: python -m experiments.{model_name} [--config=experiments/{model_name}.py[:VARIANT]] "
+    variant = _variant(list(argv), exp)
+    config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
+    label = registry.model_label(config)
+    lines = [f"usage: python -m experiments.{exp.name} [--config=experiments/{exp.name}.py[:VARIANT]] "
              f"[--workdir=DIR] [--steps=N] [--seed=S] [--overwrite] [--print_config] [--config.FIELD=VALUE ...]",
-             "", (exp.__doc__ or "").strip(), "",
+             "", (exp.doc or "").strip(), "",
              "flags:",
              "  --workdir=DIR        run directory (default runs/<model>); the same command resumes a run there",
              "  --steps=N            training steps (overrides config.num_steps)",
              "  --seed=S             random seed (overrides config.seed)",
              "  --overwrite          delete a run of another config in the work dir and start over",
              "  --print_config       print the resolved config and exit",
-             f"  --config=experiments/{model_name}.py:VARIANT   a named config: {', '.join(exp.VARIANTS)}",
-             "", f"config fields (--config.FIELD=VALUE; defaults of the {exp.VARIANTS[0]} variant, "
-                 "--print_config shows another's):"]
-    for name, doc in FIELDS[model_name].items():
-        lines.append(f"  {name:<26} {str(config[name]):<16} {doc}")
+             f"  --config=experiments/{exp.name}.py:VARIANT   a named config: {', '.join(exp.variants)}",
+             "", f"config fields of {label} (--config.FIELD=VALUE; defaults of the {config.variant} variant; "
+                 f"another variant's: --config=experiments/{exp.name}.py:VARIANT --help):"]
+    for name, field in registry.model_class(config).SCHEMA.items():
+        lines.append(f"  {name:<26} {str(config[name]):<16} {field.describe()}")
     return "\n".join(lines)
 
 
-def _usage_error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _explain(error: BaseException, model_name: str) -> str:
+def _explain(error: BaseException, exp: Experiment, argv: list[str]) -> str:
     """One line for a flag-parsing error."""
-    from aaejax.fields import FIELDS
-
-    exp = _experiment(model_name)
     text = str(error).strip()
     if isinstance(error, AttributeError):  # config_flags: an unknown field of the config
         field = re.search(r'instead of "(\w+)"', text) or re.search(r"(\w+)\\?'", text)
@@ -89,16 +109,17 @@ def _explain(error: BaseException, model_name: str) -> str:
         name = unknown.group(1)
         if name.startswith("config."):
             field = name.split(".", 1)[1]
-            close = difflib.get_close_matches(field, list(FIELDS[model_name]), n=3)
+            close = difflib.get_close_matches(field, list(_schema(argv, exp)), n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            return f"unknown config field {field!r}{hint} (--help lists the fields)"
+            return (f"unknown config field {field!r} for the {_variant(argv, exp)} variant{hint} "
+                    f"(--help lists its fields)")
         close = difflib.get_close_matches(name, [*RUN_FLAGS], n=2)
         hint = f"; did you mean --{' or --'.join(close)}?" if close else ""
         return f"unknown flag --{name}{hint} (--help lists the flags)"
     if isinstance(error, OSError) or "Failed loading config file" in text:
-        given = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "?")
-        return (f"cannot load the config file of --config={given}; use --config=experiments/{model_name}.py[:VARIANT] "
-                f"with VARIANT one of {', '.join(exp.VARIANTS)}")
+        given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+        return (f"cannot load the config file of --config={given}; use --config=experiments/{exp.name}.py[:VARIANT] "
+                f"with VARIANT one of {', '.join(exp.variants)}")
     context = str(error.__context__ or "").strip().splitlines()
     last = context[-1] if context else text.splitlines()[-1]
     variant = re.search(r"ValueError: (unknown \w+ variant .*)", str(error.__context__ or ""))
@@ -106,32 +127,68 @@ def _explain(error: BaseException, model_name: str) -> str:
         return variant.group(1)
     value = re.match(r"flag --config\.(\w+)=(.*?): ", text)
     if value:
-        field = value.group(1)
-        doc = FIELDS[model_name].get(field, "")
-        return f"bad value {value.group(2)!r} for config field {field} ({doc}): {last.removeprefix('ValueError: ')}"
+        field = _schema(argv, exp).get(value.group(1))
+        about = f" ({field.describe()})" if field else ""
+        return f"bad value {value.group(2)!r} for config field {value.group(1)}{about}: {last.removeprefix('ValueError: ')}"
     return text.splitlines()[0]
 
 
-def run(config_path: str, model_name: str) -> None:
+def parse(argv: list[str], exp: Experiment):
+    """argv -> (the config, validated; the run flags). UsageError (one line) for any mistake."""
+    from aaejax import registry
+    from aaejax.configs import ConfigError
+
+    fv = flags.FlagValues()
+    try:  # config_flags reads the --config.FIELD overrides when the flag is defined; errors surface late
+        _define_flags(fv, exp.path, argv)
+        rest = fv(argv)
+        overrides = config_flags.get_override_values(fv["config"])
+        config = fv.config
+        config.model  # noqa: B018 - a config file that failed to load raises here
+    except Exception as e:  # noqa: BLE001 - absl and config_flags raise many kinds; each is one line
+        raise UsageError(_explain(e, exp, argv)) from None
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])} (flags take the form --name=value)")
+    chosen = [k for k in ("variant", *registry.SCHEMA_KEYS) if k in overrides]
+    if chosen:
+        raise UsageError(f"{chosen[0]} is set by the variant: choose one with --config=experiments/{exp.name}.py:VARIANT, "
+                         f"not --config.{chosen[0]}")
+    with config.unlocked():
+        if fv.steps is not None:
+            config.num_steps = fv.steps
+        if fv.seed is not None:
+            config.seed = fv.seed
+    if config.model != exp.name:
+        raise UsageError(f"this is the {exp.name} experiment, but the config is for {config.model!r}")
+    try:
+        registry.validate_config(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    return config, fv
+
+
+def run(exp: Experiment) -> None:
     """Parses the command line (one line and exit status 2 for any mistake in it) and trains."""
     if {"-h", "--help", "--helpfull", "-?"} & set(sys.argv[1:]):
-        print(help_text(model_name))
+        print(help_text(exp, sys.argv[1:]))
         sys.exit(0)
-    try:  # config_flags reads the --config.FIELD overrides when the flag is defined; errors surface late
-        _define_flags(config_path)
-        rest = FLAGS(sys.argv)
-        overrides = config_flags.get_override_values(FLAGS["config"])
-        FLAGS.config.model  # noqa: B018 - a config file that failed to load raises here
-    except Exception as e:  # noqa: BLE001 - absl and config_flags raise many kinds; each is one line
-        _usage_error(_explain(e, model_name))
-    if len(rest) > 1:
-        _usage_error(f"unexpected arguments: {' '.join(rest[1:])} (flags take the form --name=value)")
-    if "variant" in overrides:
-        _usage_error(f"the variant is chosen with --config=experiments/{model_name}.py:VARIANT, not --config.variant")
-    _main(model_name)
+    from aaejax import parallel
+
+    flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults (its logging asks)
+    # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
+    parallel.initialize_distributed()
+    try:
+        config, fv = parse(sys.argv, exp)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if fv.print_config:
+        print(config.to_json_best_effort(indent=2, sort_keys=True))
+        return
+    _main(config, fv.workdir or os.path.join("runs", config.model), fv.overwrite)
 
 
-def _main(model_name: str) -> None:
+def _main(config, workdir: str, overwrite: bool) -> None:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save step at INFO
@@ -141,33 +198,15 @@ def _main(model_name: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    from aaejax import parallel, registry, trainer
+    from aaejax import trainer
     from aaejax.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data import DataError
     from aaejax.files import WriteError
 
-    config = FLAGS.config
-    with config.unlocked():
-        if FLAGS.steps is not None:
-            config.num_steps = FLAGS.steps
-        if FLAGS.seed is not None:
-            config.seed = FLAGS.seed
-    if config.model != model_name:
-        _usage_error(f"this is the {model_name} experiment, but the config is for {config.model!r}")
-    # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
-    parallel.initialize_distributed()
-    try:
-        registry.validate_config(config)
-    except ConfigError as e:
-        _usage_error(str(e))
-    if FLAGS.print_config:
-        print(config.to_json_best_effort(indent=2, sort_keys=True))
-        return
-    workdir = FLAGS.workdir or os.path.join("runs", config.model)
     enable_compilation_cache()
     try:
-        trainer.train(config, workdir, overwrite=FLAGS.overwrite)
+        trainer.train(config, workdir, overwrite=overwrite)
     except (ConfigError, DataError, CheckpointError, WriteError, trainer.NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -16,9 +16,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aaejax.configs import Field, group
+
 IMAGE_SHAPE = (28, 28, 1)
 IMAGE_DIM = 28 * 28
 INITS = ("default", "glorot", "torch")
+INIT_FIELDS = group(
+    Field("init", "default", "Dense initialisers: default (Flax's LeCun normal, or N(0, init_std)) | glorot "
+          "(Keras) | torch (nn.Linear's)", choices=INITS),
+    Field("init_std", 0.0, "weights ~ N(0, init_std), biases 0; 0 = Flax's default (LeCun normal)", low=0),
+)
 
 
 def leaky_relu(x):
@@ -39,6 +46,8 @@ def dense(h: jax.Array, width: int, name: str | None = None, init: str = "defaul
         kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # kaiming_uniform_(a=sqrt(5))
     elif init == "glorot":
         kernel = nn.initializers.glorot_uniform()
+    elif init != "default":
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     else:
         kernel = nn.initializers.normal(std) if std else nn.initializers.lecun_normal()
     bias = nn.initializers.zeros

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ml_collections
 
-from aaejax import configs
+from aaejax import registry
 from aaejax.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
 from aaejax.files import write_atomic
@@ -76,12 +76,12 @@ class WorkdirLock:
 
 
 def saved_config_values(workdir: Path) -> dict | None:
-    """The run's config as saved (configs.fill_defaults applied), or None when the dir holds no
+    """The run's config as saved (registry.fill_defaults applied), or None when the dir holds no
     run. An unreadable config.json falls back, with a warning, to the config stored in the newest
     readable checkpoint."""
     path = Path(workdir) / "config.json"
     try:
-        return configs.fill_defaults(json.loads(path.read_text()))
+        return registry.fill_defaults(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
@@ -98,7 +98,7 @@ def saved_config_values(workdir: Path) -> dict | None:
                 except Exception:  # noqa: BLE001 - an unreadable step: try the previous one
                     continue
                 log.warning("%s is unreadable (%s); using the config stored in checkpoint step %d", path, reason, step)
-                return configs.fill_defaults(values)
+                return registry.fill_defaults(values)
         finally:
             ckpt.close()
         raise CheckpointError(f"{path} is unreadable ({reason}) and no checkpoint holds a readable config") from e

@@ -28,66 +28,26 @@ if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instan
 
 import ml_collections
 
-from aaejax import configs
+from aaejax import configs, registry
 
 
 PAPER_VARIANTS = ("paper_parzen", "paper_semi_100", "paper_semi_1000", "paper_semi_all", "paper_cluster_16",
                   "paper_cluster_30")
+CATEGORICAL_VARIANTS = ("semi_supervised_plus", "clustering_plus")
 VARIANTS = ("seed", "parzen_keras", "mixture", "mixture_cond", "swiss_roll", "swiss_roll_cond", "supervised",
-            "semi_supervised_plus", "clustering_plus", *PAPER_VARIANTS)
+            *CATEGORICAL_VARIANTS, *PAPER_VARIANTS)
 
 
 def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
+    """The named variant: the fields of its model (the AAE with a continuous code, the categorical
+    AAE, or the paper's method: their SCHEMAs declare each field and its default) set as it needs."""
     if variant in configs.RENAMED_VARIANTS["aae"]:
         raise ValueError(f"unknown aae variant {variant!r}: renamed {configs.RENAMED_VARIANTS['aae'][variant]!r} "
                          f"(it is not the paper's method; the paper's are {', '.join(PAPER_VARIANTS)})")
-    c = configs.base("aae")
-    c.variant = variant
-    c.num_steps = 20000
-    c.batch_size = 32
-    # Networks.
-    c.latent_dim = 10
-    c.hidden = (512, 512)
-    c.disc_hidden = (512, 256)
-    c.init = "default"  # default (Flax's LeCun normal) | glorot (Keras) | torch
-    c.d_update = "averaged"  # averaged | two_batches (Keras-GAN: an update on each batch in turn)
-    # Prior p(z).
-    c.prior = "gaussian"
-    c.prior_scale = 1.0
-    c.prior_low = 0.0
-    c.prior_high = 1.0
-    c.prior_radius = 2.0  # mixture2d: the components' distance from the origin
-    c.prior_conditioned = False  # D also sees the one-hot label (2-D priors: component = label)
-    c.supervised = False  # the decoder also gets the one-hot label
-    c.num_classes = 10
-    # Losses: w_rec * MSE([-1,1] pixels) + w_adv * BCE(D(E(x)), real).
-    c.recon_weight = 0.999
-    c.adv_weight = 0.001
-    # Categorical AAE (aae_kind="categorical", see aaejax/aae_categorical.py).
-    c.aae_kind = "basic"
-    c.num_categories = 10
-    c.style_dim = 10
-    c.num_labels = 0  # > 0: semi-supervised with that many labelled examples (balanced, by seed)
-    c.labelled_batch_size = 100
-    c.supervised_weight = 1.0
-    c.phases = "joint"  # joint: one weighted update per step | sequential: the paper's three phases
-    # weight of KL(batch-mean y || uniform) in the encoder's loss: keeps every category in use
-    # (the categorical discriminator alone lets saturated softmaxes collapse onto a few).
-    c.balance_weight = 0.0
-    c.input_noise = 0.0  # std of Gaussian noise on the categorical encoder's input ([-1, 1] scale)
-    c.labelled_recon = False  # semi-supervised: also rebuild labelled images from their true label
-    c.labelled_shift = 0  # semi-supervised: random translation of labelled images, up to this many pixels
-    # weight of KL(y(x) || y(x shifted by up to consistency_shift pixels)) in the encoder's loss (not in the paper)
-    c.consistency_weight = 0.0
-    c.consistency_shift = 2
-    c.augment_rotation = 0.0  # degrees: random rotation of the labelled images and the consistency view
-    # The paper's method (aae_kind="paper"): SGD with momentum, one optimizer per phase.
-    c.init_std = 0.01
-    c.lr_recon, c.momentum_recon = 0.01, 0.9
-    c.lr_adv, c.momentum_adv = 0.1, 0.1
-    c.lr_supervised, c.momentum_supervised = 0.1, 0.9
-    c.lr_drop_epochs = (50, 1000)
-    c.lr_drop_factor = 0.1
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown aae variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    kind = "categorical" if variant in CATEGORICAL_VARIANTS else "paper" if variant in PAPER_VARIANTS else "basic"
+    c = registry.new_config("aae", kind, variant=variant, num_steps=20000, batch_size=32)
     if variant == "seed":
         # Keras-GAN's program: Dense layers Glorot-uniform with zero biases; Adam(0.0002, 0.5) of
         # Keras 2 (eps 1e-7 added to sqrt(v)), one instance for D and the autoencoder, so one
@@ -116,8 +76,7 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
         c.hidden = c.disc_hidden = (1000, 1000)
         c.batch_size = 100
         c.recon_weight, c.adv_weight = 1.0, 0.01
-    elif variant in ("semi_supervised_plus", "clustering_plus"):
-        c.aae_kind = "categorical"
+    elif variant in CATEGORICAL_VARIANTS:
         c.hidden = c.disc_hidden = (1000, 1000)
         c.batch_size = 100
         # Our additions to the paper, each measured to help (docs/results.md, 2026-11-23/24, "the
@@ -144,15 +103,12 @@ def get_config(variant: str = "seed") -> ml_collections.ConfigDict:
             c.balance_weight = 1.0  # without it 5-9 of the 16 categories stay empty
     elif variant in PAPER_VARIANTS:
         paper_method(c, variant)
-    elif variant != "seed":
-        raise ValueError(f"unknown aae variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return c
 
 
 def paper_method(c: ml_collections.ConfigDict, variant: str) -> None:
     """The AAE paper's Appendix A, and nothing else; where it is silent, the simplest reading
     (docs/reproductions.md gives each setting's source)."""
-    c.aae_kind = "paper"
     c.hidden = c.disc_hidden = (1000, 1000)
     c.init_std = 0.01
     c.batch_size = 100
@@ -179,4 +135,4 @@ def paper_method(c: ml_collections.ConfigDict, variant: str) -> None:
 if __name__ == "__main__":
     from aaejax import cli
 
-    cli.run(__file__, "aae")
+    cli.run(cli.Experiment("aae", __file__, get_config, VARIANTS, __doc__))

@@ -19,7 +19,7 @@ if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instan
 
 import ml_collections
 
-from aaejax import configs
+from aaejax import registry
 
 VARIANTS = ("official", "seed")
 STEPS_PER_EPOCH = 60000 // 128  # seed: 468 batches of 128 make an "epoch" of the 60 000 images
@@ -28,34 +28,15 @@ OFFICIAL_STEPS_PER_EPOCH = -(-50000 // 128)
 
 
 def get_config(variant: str = "official") -> ml_collections.ConfigDict:
-    c = configs.base("bigan")
-    c.variant = variant
-    c.batch_size = 128
-    c.latent_dim = 50
-    c.g_hidden = (1024, 1024)
-    c.e_hidden = (1024, 1024)
-    c.d_hidden = (1024, 1024)
-    c.hidden_bias = True
-    c.output_bias = True
-    c.bn_affine = True
-    c.bn_flavour = "flax"  # flax | official | torch (epsilon and variance, see aaejax/models.py)
-    c.init_std = 0.0  # 0 = Flax's default (LeCun normal); else N(0, init_std)
-    c.init = "default"  # default (by init_std) | torch (PyTorch's nn.Linear)
-    c.g_bn_first = True  # BatchNorm after G's first hidden layer too
-    c.prior = "uniform"
-    c.prior_low = 0.0
-    c.prior_high = 1.0
-    c.z_input = "concat"  # where z enters D: "concat" (with x, first layer) | "hidden" (second layer)
-    c.zero_output = False  # D's output weights start at zero
-    c.g_z_skip = False  # G's later hidden layers also get a linear map of z
-    c.ge_loss = "flipped"  # G/E "fool" D: BCE with swapped labels
-    c.loss_scale = 1.0  # each loss is loss_scale * (BCE on the real pairs + BCE on the fake pairs)
-    c.update_order = "d_first"  # d_first: G/E against the updated D | simultaneous: all from one state
+    """The named variant: BiGAN's fields (aaejax/bigan.py's SCHEMA declares each and its default)
+    set as it needs."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    c = registry.new_config("bigan", variant=variant, batch_size=128, latent_dim=50, prior="uniform")
     c.lr_schedule = "exponential"
     c.lr_final_fraction = 0.1
     c.lr_decay_start = 0.5
     c.num_steps = 100 * STEPS_PER_EPOCH
-    c.bn_eval_batches = 50  # batches over which BatchNorm statistics are recomputed for eval
     c.log_every = STEPS_PER_EPOCH // 4
     c.sample_every = STEPS_PER_EPOCH * 5
     c.checkpoint_every = STEPS_PER_EPOCH * 10
@@ -107,12 +88,10 @@ def get_config(variant: str = "official") -> ml_collections.ConfigDict:
         c.num_steps = steps
         c.data_order = "random_subsets"  # randperm(60000)[:128] every iteration
         c.keep_steps = (100 * STEPS_PER_EPOCH,)  # 100 epochs' worth, kept for evaluation
-    else:
-        raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return c
 
 
 if __name__ == "__main__":
     from aaejax import cli
 
-    cli.run(__file__, "bigan")
+    cli.run(cli.Experiment("bigan", __file__, get_config, VARIANTS, __doc__))

@@ -138,10 +138,13 @@ def test_labelled_streams_all_labels_and_balanced(bars):
 
 
 @pytest.mark.parametrize("field,value,says", [
-    ("momentum_adv", 1.0, "momentum_adv must be in [0, 1)"),
-    ("num_labels", -2, "num_labels must be -1"),
+    ("momentum_adv", 1.0, "momentum_adv must be >= 0 and < 1, got 1.0"),
+    ("num_labels", -2, "num_labels must be >= -1, got -2"),
+    ("num_labels", 15, "num_labels must be -1 (all), 0 or a multiple"),
+    ("num_categories", 1, "num_categories must be 0 (no categorical code) or >= 2"),
     ("data_split", "all", "set data_split='official'"),  # paper_parzen picks sigma on held-out images
-    ("lr_drop_factor", 0.0, "lr_drop_factor must be in (0, 1]"),
+    ("lr_drop_factor", 0.0, "lr_drop_factor must be > 0 and <= 1, got 0.0"),
+    ("init_std", 0.0, "init_std must be > 0"),
 ])
 def test_bad_settings_are_refused(field, value, says):
     with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

@@ -131,7 +131,7 @@ def test_cluster_errors_known_answers():
 
 def _batch(bars, config):
     """16 images, and 8 labelled ones when the config has labels."""
-    return batch_of(bars, 16, 8 if config.num_labels else 0)
+    return batch_of(bars, 16, 8 if config.get("num_labels", 0) else 0)
 
 
 @pytest.mark.parametrize("variant", ["mixture", "mixture_cond", "swiss_roll_cond", "supervised",

@@ -19,38 +19,73 @@ def _cli(*args, module="experiments.aae", tmp_path=None):
                           timeout=120, env=env)
 
 
+def experiment(model: str):
+    from aaejax import cli
+    from experiments import aae, bigan
+
+    module = {"aae": aae, "bigan": bigan}[model]
+    return cli.Experiment(model, module.__file__, module.get_config, module.VARIANTS, module.__doc__)
+
+
+def _usage_error(args, model="aae") -> str:
+    """The one line that cli.parse (in this process) answers `args` with."""
+    from aaejax import cli
+
+    with pytest.raises(cli.UsageError) as e:
+        cli.parse([f"experiments.{model}", *args], experiment(model))
+    assert len(str(e.value).splitlines()) == 1, str(e.value)
+    return str(e.value)
+
+
 @pytest.mark.parametrize("args,says", [
-    (["--config.adv_wieght=0.01"], "unknown config field 'adv_wieght'; did you mean adv_weight?"),
+    (["--config.adv_wieght=0.01"], "unknown config field 'adv_wieght' for the seed variant; did you mean adv_weight?"),
     (["--config=aae:paper"], "cannot load the config file of --config=aae:paper; use --config=experiments/aae.py"),
     (["--config=experiments/aae.py:mixtur"], "unknown aae variant 'mixtur'; choose one of seed, parzen_keras, mixture"),
     (["--config=experiments/aae.py:semi_supervised"], "unknown aae variant 'semi_supervised': renamed 'semi_supervised_plus'"),
     (["--config.batch_size=abc"], "bad value 'abc' for config field batch_size"),
     (["--config.prior=cauchy"], "unknown prior 'cauchy'; choose one of gaussian"),
-    (["--config.batch_size=0"], "batch_size must be in 1..60000"),
-    (["--config.hidden=(512,-1)"], "hidden must be layer widths >= 1, got (512, -1)"),
-    (["--config.disc_hidden=(0,)"], "disc_hidden must be layer widths >= 1, got (0,)"),
+    (["--config.batch_size=0"], "batch_size must be >= 1 and <= 60000, got 0"),
+    (["--config.hidden=(512,-1)"], "hidden must be a tuple of integers >= 1, got (512, -1)"),
+    (["--config.disc_hidden=(0,)"], "disc_hidden must be a tuple of integers >= 1, got (0,)"),
     (["--stepz=3"], "unknown flag --stepz; did you mean --steps?"),
-    (["--config.variant=paper"], "the variant is chosen with --config=experiments/aae.py:VARIANT"),
+    (["--config.variant=paper"], "variant is set by the variant: choose one with --config=experiments/aae.py:VARIANT"),
+    (["--config.aae_kind=paper"], "aae_kind is set by the variant"),
     (["stray"], "unexpected arguments: stray"),
+    # A field the variant's model does not have is unknown, however the other AAEs use it.
+    (["--config=experiments/aae.py:semi_supervised_plus", "--config.init=typo", "--config.prior=swiss_roll"],
+     "unknown config field 'prior' for the semi_supervised_plus variant; did you mean prior_scale?"),
+    (["--config=experiments/aae.py:semi_supervised_plus", "--config.init=typo"], "unknown init 'typo'"),
+    (["--config=experiments/aae.py:semi_supervised_plus", "--config.d_update=nonsense"], "unknown config field 'd_update'"),
+    (["--config.latent_dim=-5"], "latent_dim must be >= 1, got -5"),
+    (["--config.lr=nan"], "lr must be a finite number, got nan"),
 ])
-def test_every_mistake_is_one_line_and_exit_status_2(tmp_path, args, says):
-    proc = _cli(*args, f"--workdir={tmp_path / 'run'}", tmp_path=tmp_path)
+def test_every_mistake_is_one_line(args, says):
+    assert says in _usage_error(args)
+
+
+def test_a_mistake_ends_the_command_with_one_line_and_exit_status_2(tmp_path):
+    """The issue's command: the first mistake, one line, status 2, before any work."""
+    proc = _cli("--config=experiments/aae.py:semi_supervised_plus", "--config.init=typo", "--config.prior=swiss_roll",
+                "--config.d_update=nonsense", "--config.latent_dim=-5", "--steps=1", f"--workdir={tmp_path / 'run'}",
+                tmp_path=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown config field 'prior' for the semi_supervised_plus variant; did you mean prior_scale? "
+        "(--help lists its fields)"]
     assert not (tmp_path / "run").exists()  # before any work
 
 
-def test_help_lists_the_flags_and_every_field():
-    from aaejax.fields import FIELDS
+def test_help_lists_the_flags_and_every_field_of_the_variants_model():
+    from aaejax import registry
+    from experiments import aae, bigan
 
-    for model in ("aae", "bigan"):
-        proc = _cli("--help", module=f"experiments.{model}")
+    for model, variant, module in (("aae", "seed", aae), ("aae", "paper_semi_100", aae), ("bigan", "official", bigan)):
+        proc = _cli(f"--config=experiments/{model}.py:{variant}", "--help", module=f"experiments.{model}")
         assert proc.returncode == 0
         for flag in ("--workdir", "--steps", "--seed", "--overwrite", "--print_config", f"--config=experiments/{model}.py"):
             assert flag in proc.stdout
         listed = {line.split()[0] for line in proc.stdout.split("config fields")[1].splitlines()[1:] if line.strip()}
-        assert listed == set(FIELDS[model])
+        assert listed == set(registry.model_class(module.get_config(variant)).SCHEMA)
 
 
 def test_a_runs_label_matches_its_settings():
@@ -60,13 +95,14 @@ def test_a_runs_label_matches_its_settings():
     assert json.loads(_cli("--print_config").stdout)["variant"] == "seed"
 
 
-def test_every_field_has_one_description_and_the_options_table_is_current():
-    from aaejax.fields import FIELDS
+def test_every_variant_holds_exactly_its_models_fields_and_the_options_table_is_current():
+    from aaejax import registry
     from experiments import aae, bigan, options
 
-    for module, model in ((aae, "aae"), (bigan, "bigan")):
+    for module in (aae, bigan):
         for variant in module.VARIANTS:
-            assert set(module.get_config(variant)) == set(FIELDS[model]), (model, variant)
+            config = module.get_config(variant)
+            assert sorted(config) == sorted(registry.model_class(config).SCHEMA), variant
     assert (REPO / "docs" / "options.md").read_text() == options.render() + "\n", \
         "docs/options.md is stale: python -m experiments.options > docs/options.md"
 
