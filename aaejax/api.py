@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import images, protocol, registry, rundir
-from aaejax.checkpoint import CheckpointError, Checkpointer
+from aaejax.data import images
+from aaejax.models import protocol, registry
+from aaejax.run import rundir
+from aaejax.run.checkpoint import CheckpointError, Checkpointer
 
 
 class LoadedModel:

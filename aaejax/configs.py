@@ -138,7 +138,7 @@ COMMON = group(
     Field("max_consecutive_nonfinite", 10, "skip_nonfinite: stop after this many skipped updates in a row", low=1),
     Field("num_seeds", 1, "independent models trained at once, vmapped (seeds seed .. seed + num_seeds - 1)",
           low=1),
-    Field("shard", "auto", "how devices are used (aaejax/parallel.py)", choices=("auto", "seeds", "batch", "none")),
+    Field("shard", "auto", "how devices are used (aaejax/run/parallel.py)", choices=("auto", "seeds", "batch", "none")),
     Field("log_every", 200, "steps per metrics.jsonl line", low=1),
     Field("sample_every", 1000, "steps between sample grids (samples/*.png)", low=1),
     Field("checkpoint_every", 5000, "steps between checkpoints (see checkpoint_seconds)", low=1),

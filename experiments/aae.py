@@ -13,7 +13,7 @@ Variants (--config=experiments/aae.py:<variant>):
   project's additions to the paper: a consistency term, random rotations and shifts, a balance
   term, rebuilding the labelled images, a 2-d style, recon x10, Adam 5e-4 with a decay.
 - `clustering_plus`: the same without labels, 16 clusters (consistency, rotations, balance).
-- The paper's own method (aaejax/aae_paper.py; docs/reproductions.md lists each setting beside
+- The paper's own method (aaejax/models/aae_paper.py; docs/reproductions.md lists each setting beside
   the paper's sentence): `paper_parzen` (Table 1), `paper_semi_100`, `paper_semi_1000`,
   `paper_semi_all` (Table 2), `paper_cluster_16`, `paper_cluster_30` (Table 3). Each trains 100
   epochs (a larger --steps continues it: its rates drop at fixed epochs) and evaluates the
@@ -21,14 +21,15 @@ Variants (--config=experiments/aae.py:<variant>):
 """
 
 if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
-    from aaejax.console import exit_on_signal
+    from aaejax.run.console import exit_on_signal
 
     exit_on_signal()
 
 
 import ml_collections
 
-from aaejax import configs, registry
+from aaejax import configs
+from aaejax.models import registry
 
 
 PAPER_VARIANTS = ("paper_parzen", "paper_semi_100", "paper_semi_1000", "paper_semi_all", "paper_cluster_16",
@@ -133,6 +134,6 @@ def paper_method(c: ml_collections.ConfigDict, variant: str) -> None:
 
 
 if __name__ == "__main__":
-    from aaejax import cli
+    from aaejax.run import cli
 
     cli.run(cli.Experiment("aae", __file__, get_config, VARIANTS, __doc__))

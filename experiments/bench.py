@@ -64,7 +64,8 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from aaejax import registry, trainer
+    from aaejax.models import registry
+    from aaejax.run import trainer
 
     config = _config(model_name, batch_size)
     model = registry.build_model(config)
@@ -130,7 +131,8 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     import jax
     import jax.numpy as jnp
 
-    from aaejax import parallel, registry, trainer
+    from aaejax.run import parallel, trainer
+    from aaejax.models import registry
 
     config = _config(model_name, batch_size)
     config.num_seeds = num_seeds
@@ -163,12 +165,13 @@ def _first_step_child(model_name: str) -> None:
     then the first chunk. Prints the time to the compiled chunk and to the first trained step
     (compiled + one step's share of the first chunk)."""
     t0 = time.perf_counter()
-    from aaejax import cli
+    from aaejax.run import cli
 
     cli.enable_compilation_cache()
     import jax
 
-    from aaejax import registry, trainer
+    from aaejax.models import registry
+    from aaejax.run import trainer
 
     config = _config(model_name, 128 if model_name == "bigan" else 32)
     model = registry.build_model(config)
@@ -225,8 +228,8 @@ def bench_loop(model_name: str) -> dict:
 
     import numpy as np
 
-    from aaejax import data as data_lib
-    from aaejax import trainer
+    from aaejax.data import datasets as data_lib
+    from aaejax.run import trainer
 
     rng = np.random.default_rng(0)
     ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, 28, 28, 1), np.uint8),
@@ -297,7 +300,7 @@ def main(argv):
     if FLAGS._first_step_child:
         _first_step_child(FLAGS._first_step_child)
         return
-    from aaejax import cli
+    from aaejax.run import cli
 
     cli.enable_compilation_cache()
     if FLAGS.stop:

@@ -12,14 +12,14 @@ Variants (--config=experiments/bigan.py:<variant>):
 """
 
 if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
-    from aaejax.console import exit_on_signal
+    from aaejax.run.console import exit_on_signal
 
     exit_on_signal()
 
 
 import ml_collections
 
-from aaejax import registry
+from aaejax.models import registry
 
 VARIANTS = ("official", "seed")
 STEPS_PER_EPOCH = 60000 // 128  # seed: 468 batches of 128 make an "epoch" of the 60 000 images
@@ -28,7 +28,7 @@ OFFICIAL_STEPS_PER_EPOCH = -(-50000 // 128)
 
 
 def get_config(variant: str = "official") -> ml_collections.ConfigDict:
-    """The named variant: BiGAN's fields (aaejax/bigan.py's SCHEMA declares each and its default)
+    """The named variant: BiGAN's fields (aaejax/models/bigan.py's SCHEMA declares each and its default)
     set as it needs."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -92,6 +92,6 @@ def get_config(variant: str = "official") -> ml_collections.ConfigDict:
 
 
 if __name__ == "__main__":
-    from aaejax import cli
+    from aaejax.run import cli
 
     cli.run(cli.Experiment("bigan", __file__, get_config, VARIANTS, __doc__))

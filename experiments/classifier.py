@@ -14,10 +14,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.getLogger("aaejax").setLevel(logging.INFO)
-    from aaejax import classifier, data
+    from aaejax.eval import classifier
+    from aaejax.data import datasets
 
     t = time.perf_counter()
-    ds = data.load(FLAGS.dataset)
+    ds = datasets.load(FLAGS.dataset)
     params = classifier.load_or_train(FLAGS.dataset, FLAGS.cache_dir, retrain=FLAGS.retrain, dataset=ds)
     acc = classifier.accuracy(params, ds.test_images, ds.test_labels)
     print(f"{FLAGS.dataset} classifier: test accuracy {acc:.4f} ({time.perf_counter() - t:.0f} s, "

@@ -32,7 +32,8 @@ def curve(workdir: str | Path) -> list[dict]:
     per key, the mean and sample standard deviation over the run's seeds (and their values)."""
     import numpy as np
 
-    from aaejax import optim, rundir, writers
+    from aaejax.models import optim
+    from aaejax.run import rundir, writers
 
     workdir = Path(workdir)
     per_epoch = optim.steps_per_epoch(rundir.read_config(workdir))
@@ -56,7 +57,7 @@ def _curve_main(workdir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aaejax import files
+    from aaejax.run import files
 
     rows = curve(workdir)
     if not rows:
@@ -91,8 +92,8 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     deviation over seeds of every number under "mean" / "std"; figures are of model 0."""
     import numpy as np
 
-    from aaejax import data as data_lib
-    from aaejax import files, rundir
+    from aaejax.data import datasets as data_lib
+    from aaejax.run import files, rundir
 
     workdir = Path(workdir)
     config = rundir.read_config(workdir)
@@ -127,13 +128,14 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     import numpy as np
 
     import aaejax
-    from aaejax import evaluation as ev
-    from aaejax import images, protocol
+    from aaejax.eval import metrics as ev
+    from aaejax.data import images
+    from aaejax.models import protocol
 
     m = aaejax.load(workdir, seed_index, step=step)
     ds = dataset
     if step == 0:  # the initial state: population statistics as the trainer computes them
-        from aaejax import trainer
+        from aaejax.run import trainer
 
         train_images, _ = trainer.training_examples(ds, m.config)
         eval_key = aaejax.api.initial_keys(int(m.config.seed) + seed_index)[1]
@@ -154,7 +156,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     t = time.perf_counter()
     samples = m.sample(num_samples, seed=0)
     if use_classifier:
-        from aaejax import classifier
+        from aaejax.eval import classifier
 
         clf = classifier.load_or_train(m.config.dataset, classifier_cache, dataset=ds)
         out["classifier_test_acc"] = classifier.accuracy(clf, ds.test_images, ds.test_labels)
@@ -194,7 +196,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     out["seconds"] = timings
     out["seed_index"] = seed_index
     if seed_index == 0 and step is None:
-        from aaejax.files import WriteError
+        from aaejax.run.files import WriteError
 
         try:
             _figures(workdir, m, test, np.asarray(ds.test_labels), z_test, samples)
@@ -214,7 +216,7 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from aaejax import writers
+    from aaejax.run import writers
 
     fig_dir = workdir / "eval"
     fig_dir.mkdir(exist_ok=True)
@@ -271,10 +273,10 @@ def main(argv):
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
-    from aaejax.checkpoint import CheckpointError
+    from aaejax.run.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
-    from aaejax.data import DataError
-    from aaejax.files import WriteError, free_space
+    from aaejax.data.datasets import DataError
+    from aaejax.run.files import WriteError, free_space
 
     if FLAGS.curve:
         try:

@@ -38,8 +38,8 @@ def fingerprint(state) -> dict:
 def main(argv):
     del argv
     logging.getLogger("aaejax").setLevel(logging.WARNING)
-    from aaejax import data as data_lib
-    from aaejax import trainer
+    from aaejax.data import datasets as data_lib
+    from aaejax.run import trainer
     from experiments import aae, bigan
 
     dataset = data_lib.load("mnist")

@@ -108,7 +108,7 @@ def main(argv=None) -> None:
 
     import numpy as np
 
-    from aaejax import data
+    from aaejax.data import datasets
 
     parser = argparse.ArgumentParser(prog="python -m experiments.torch_bigan")
     parser.add_argument("--iterations", type=int, default=2340)
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    train_x = torch.from_numpy(data.load("mnist").train_images.reshape(-1, 784).astype(np.float32) / 255.0)
+    train_x = torch.from_numpy(datasets.load("mnist").train_images.reshape(-1, 784).astype(np.float32) / 255.0)
     nets, optimizers, schedulers = build()
     for it in range(1, args.iterations + 1):
         x, z = program_batch(train_x)

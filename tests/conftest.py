@@ -29,8 +29,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from aaejax import cli as cli_lib  # noqa: E402
-from aaejax import data as data_lib  # noqa: E402
+from aaejax.run import cli as cli_lib  # noqa: E402
+from aaejax.data import datasets as data_lib  # noqa: E402
 from experiments import aae as aae_exp  # noqa: E402
 from experiments import bigan as bigan_exp  # noqa: E402
 

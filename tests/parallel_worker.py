@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import aaejax  # noqa: E402
-from aaejax import trainer  # noqa: E402
+from aaejax.run import trainer  # noqa: E402
 from conftest import bars_dataset, tiny_aae_config, tiny_bigan_config  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def main(out: Path) -> None:
 def multiprocess(out: Path) -> None:
     """The data-parallel BiGAN run, as one process of a multi-process job when the environment
     says so (the same call the command line makes first)."""
-    from aaejax import parallel
+    from aaejax.run import parallel
 
     parallel.initialize_distributed()
     from jax.experimental import multihost_utils

@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import images, trainer
-from aaejax.aae import AAE
-from aaejax.models import AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.data import images
+from aaejax.run import trainer
+from aaejax.models.aae import AAE
+from aaejax.models.nets import AAEDecoder, AAEEncoder, LatentDiscriminator
 from conftest import batch_of, tiny_aae_config
 
 

@@ -1,4 +1,4 @@
-"""The AAE paper's own method (aaejax/aae_paper.py): its step against a hand-written one, its
+"""The AAE paper's own method (aaejax/models/aae_paper.py): its step against a hand-written one, its
 schedule, its protocols against known answers, and its curve through the real loop, resumed."""
 
 import json
@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aaejax import evaluation as ev
-from aaejax import images, losses, optim, registry, trainer
+from aaejax.eval import metrics as ev
+from aaejax.data import images
+from aaejax.models import losses, optim, registry
+from aaejax.run import trainer
 from aaejax.configs import ConfigError
 from conftest import batch_of, bars_dataset
 from experiments import aae as aae_exp

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import batching
-from aaejax import data as data_lib
-from aaejax import evaluation as ev
-from aaejax import images, priors, registry, trainer
+from aaejax.data import batching
+from aaejax.data import datasets as data_lib
+from aaejax.eval import metrics as ev
+from aaejax.data import images
+from aaejax.models import priors, registry
+from aaejax.run import trainer
 from aaejax.configs import ConfigError
 from conftest import assert_documented, batch_of, tiny_variant
 

@@ -1,11 +1,11 @@
-"""Random image warps (aaejax/augment.py): known answers and bounds."""
+"""Random image warps (aaejax/data/augment.py): known answers and bounds."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import augment
+from aaejax.data import augment
 
 
 def test_random_shift_translates_each_image_within_bounds():

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import batching, trainer
-from aaejax.aae import AAE
+from aaejax.data import batching
+from aaejax.run import trainer
+from aaejax.models.aae import AAE
 from conftest import tiny_aae_config
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-from aaejax import data as data_lib
-from aaejax import images
-from aaejax.bigan import BiGAN
-from aaejax.models import BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.data import datasets as data_lib
+from aaejax.data import images
+from aaejax.models.bigan import BiGAN
+from aaejax.models.nets import BiGANEncoder, BiGANGenerator, JointDiscriminator
 from conftest import batch_of, tiny_bigan_config
 from experiments import bigan as bigan_exp
 

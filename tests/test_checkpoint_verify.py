@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import trainer
+from aaejax.run import trainer
 from conftest import checkpoint_steps, tiny_aae_config
 
 
@@ -63,7 +63,7 @@ def test_a_saved_checkpoint_records_its_digest_and_reads_back(tmp_path, bars):
 
 def test_a_checkpoint_without_a_digest_that_holds_nan_is_refused(tmp_path, monkeypatch):
     """Checkpoints saved before digests existed are checked for NaN/Inf instead."""
-    from aaejax import checkpoint
+    from aaejax.run import checkpoint
 
     good = {"w": np.ones((3,), np.float32)}
     bad = {"w": np.array([1.0, np.nan, 1.0], np.float32)}

@@ -4,7 +4,8 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import classifier, images
+from aaejax.eval import classifier
+from aaejax.data import images
 
 
 def test_shapes_and_learning(bars):

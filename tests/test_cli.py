@@ -20,7 +20,7 @@ def _cli(*args, module="experiments.aae", tmp_path=None):
 
 
 def experiment(model: str):
-    from aaejax import cli
+    from aaejax.run import cli
     from experiments import aae, bigan
 
     module = {"aae": aae, "bigan": bigan}[model]
@@ -29,7 +29,7 @@ def experiment(model: str):
 
 def _usage_error(args, model="aae") -> str:
     """The one line that cli.parse (in this process) answers `args` with."""
-    from aaejax import cli
+    from aaejax.run import cli
 
     with pytest.raises(cli.UsageError) as e:
         cli.parse([f"experiments.{model}", *args], experiment(model))
@@ -76,7 +76,7 @@ def test_a_mistake_ends_the_command_with_one_line_and_exit_status_2(tmp_path):
 
 
 def test_help_lists_the_flags_and_every_field_of_the_variants_model():
-    from aaejax import registry
+    from aaejax.models import registry
     from experiments import aae, bigan
 
     for model, variant, module in (("aae", "seed", aae), ("aae", "paper_semi_100", aae), ("bigan", "official", bigan)):
@@ -96,7 +96,7 @@ def test_a_runs_label_matches_its_settings():
 
 
 def test_every_variant_holds_exactly_its_models_fields_and_the_options_table_is_current():
-    from aaejax import registry
+    from aaejax.models import registry
     from experiments import aae, bigan, options
 
     for module in (aae, bigan):
@@ -133,7 +133,7 @@ def test_dropped_library_warnings_are_only_the_named_ones(caplog):
     """console.without_log_messages drops the records with its fragment, inside the block only."""
     import logging
 
-    from aaejax import console
+    from aaejax.run import console
 
     logger = logging.getLogger("absl")
     with caplog.at_level(logging.WARNING, logger="absl"):

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from aaejax import data as data_lib
-from aaejax import download
+from aaejax.data import datasets as data_lib
+from aaejax.data import download
 
 SMALL = {"train": 60, "test": 10}
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aaejax import evaluation as ev
+from aaejax.eval import metrics as ev
 
 
 def test_frechet_distance_identical_sets_is_zero_and_shift_is_squared_norm():
@@ -56,7 +56,7 @@ def test_recon_mse_of_identity_is_zero():
 def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model, capsys):
     import json
 
-    from aaejax import trainer
+    from aaejax.run import trainer
     from conftest import assert_documented, tiny_aae_config, tiny_bigan_config
     from experiments.evaluate import evaluate
 
@@ -105,7 +105,7 @@ def test_parzen_selects_the_best_sigma_on_validation():
 
 
 def test_evaluate_says_which_step_it_evaluated(tmp_path, bars):
-    from aaejax import trainer
+    from aaejax.run import trainer
     from conftest import run_cli, tiny_aae_config
 
     trainer.train(tiny_aae_config(num_steps=20, checkpoint_every=10, max_to_keep=5), tmp_path / "run", bars)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aaejax import registry
+from aaejax.models import registry
 from conftest import tiny_aae_config
 
 EPS = 1e-7  # K.epsilon()

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from aaejax import trainer
+from aaejax.run import trainer
 from conftest import checkpoint_steps, tiny_aae_config
 
 
@@ -97,6 +97,6 @@ def test_a_multi_process_plan_is_one_segment_a_chunk_whatever_the_clock():
 
 
 def test_durations_past_a_day_keep_their_days():
-    from aaejax.console import duration
+    from aaejax.run.console import duration
 
     assert duration(27 * 3600 + 61) == "1d 03:01:01" and duration(59) == "00:00:59" and duration(float("nan")) == "?"

@@ -1,4 +1,4 @@
-"""Every named loss against a known answer (aaejax/losses.py)."""
+"""Every named loss against a known answer (aaejax/models/losses.py)."""
 
 import math
 
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aaejax import losses
+from aaejax.models import losses
 
 LN2 = math.log(2.0)
 

@@ -17,7 +17,8 @@ import chex
 import pytest
 
 import aaejax
-from aaejax import configs, rundir, trainer
+from aaejax import configs
+from aaejax.run import rundir, trainer
 from conftest import bars_dataset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rundirs_86008c2"

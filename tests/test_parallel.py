@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import parallel, trainer
+from aaejax.run import parallel, trainer
 from conftest import checkpoint_steps, cli_env, tiny_aae_config, tiny_bigan_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, b
                            jax.tree_util.tree_leaves(multi.state.nets)[0])
     with pytest.raises(ValueError, match="seed_index"):
         aaejax.load(tmp_path / "multi", seed_index=3)
-    record = aaejax.writers.read_metrics(tmp_path / "multi")[-1]
+    record = aaejax.run.writers.read_metrics(tmp_path / "multi")[-1]
     assert len(record["per_seed"]["d_loss"]) == 3 and record["model_steps_per_sec"] > record["steps_per_sec"]
     if make_config is tiny_aae_config:
         from experiments.evaluate import evaluate
@@ -137,7 +137,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     for key in one:
         np.testing.assert_allclose(multi[key], one[key], rtol=1e-6, atol=1e-6, err_msg=key)
     run = tmp_path / "multi" / "run"
-    assert [r["step"] for r in aaejax.writers.read_metrics(run)] == [3, 6]  # one writer, not two
+    assert [r["step"] for r in aaejax.run.writers.read_metrics(run)] == [3, 6]  # one writer, not two
     assert len(list((run / "samples").glob("*.png"))) == 4
     assert checkpoint_steps(run) == [3, 6]
     assert aaejax.load(run).step == 6

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import files, rundir, trainer, writers
+from aaejax.run import files, rundir, trainer, writers
 from aaejax.configs import ConfigError
 from conftest import REPO, TINY_FLAGS, cli_code, cli_env, tiny_aae_config
 
@@ -61,7 +61,7 @@ def test_the_lock_dies_with_its_process(tmp_path, bars):
     """A killed holder leaves no stale lock: the next run just starts."""
     workdir = tmp_path / "run"
     workdir.mkdir()
-    code = f"from aaejax import rundir; import time\nwith rundir.WorkdirLock(__import__('pathlib').Path({str(workdir)!r})):\n    print('locked', flush=True); time.sleep(600)"
+    code = f"from aaejax.run import rundir; import time\nwith rundir.WorkdirLock(__import__('pathlib').Path({str(workdir)!r})):\n    print('locked', flush=True); time.sleep(600)"
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(ConfigError, match="in use by"):

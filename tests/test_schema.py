@@ -8,7 +8,8 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from aaejax import configs, registry
+from aaejax import configs
+from aaejax.models import registry
 from aaejax.configs import ConfigError
 from experiments import aae, bigan
 
@@ -74,7 +75,7 @@ def test_each_field_is_declared_once():
     for cls in (*registry.MODELS["aae"].values(), registry.MODELS["bigan"]):
         for name, field in cls.SCHEMA.items():
             assert seen.setdefault(name, field) is field, name
-    declared = [node.args[0].value for path in Path(configs.__file__).parent.glob("*.py")
+    declared = [node.args[0].value for path in Path(configs.__file__).parent.rglob("*.py")
                 for node in ast.walk(ast.parse(path.read_text()))
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Field"]
     assert sorted(declared) == sorted(seen)  # and no declaration is left unused

@@ -1,6 +1,6 @@
 """Each model's train_step (which reuses forward passes through their vjps) equals a naive step
 that takes jax.grad of its losses with respect to each network's parameters, written out here
-from the losses alone (aaejax/losses.py)."""
+from the losses alone (aaejax/models/losses.py)."""
 
 import chex
 import jax
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from aaejax import augment, images, losses, registry
+from aaejax.data import augment, images
+from aaejax.models import losses, registry
 from conftest import batch_of, tiny_aae_config, tiny_bigan_config, tiny_variant
 
 TOL = dict(atol=1e-6, rtol=1e-4)

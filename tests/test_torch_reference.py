@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from aaejax import registry
+from aaejax.models import registry
 from conftest import bars_dataset
 from experiments import bigan as bigan_exp
 

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 import aaejax
-from aaejax import images, registry, rundir, trainer
-from aaejax.aae import AAE
-from aaejax.bigan import BiGAN
-from aaejax.checkpoint import Checkpointer, CheckpointError, abstract_like
+from aaejax.data import images
+from aaejax.models import registry
+from aaejax.run import rundir, trainer
+from aaejax.models.aae import AAE
+from aaejax.models.bigan import BiGAN
+from aaejax.run.checkpoint import Checkpointer, CheckpointError, abstract_like
 from aaejax.configs import ConfigError
 from conftest import (REPO, TINY_FLAGS, checkpoint_steps, cli_code, cli_env, run_cli, tiny_aae_config, tiny_bigan_config,
                       tiny_variant)
@@ -153,7 +155,7 @@ def test_resume_relogs_later_steps_once(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
     shutil.rmtree(tmp_path / "checkpoints" / "40")
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
-    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20, 30, 40]
+    assert [r["step"] for r in aaejax.run.writers.read_metrics(tmp_path)] == [10, 20, 30, 40]
     first, second = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"), key=os.path.getmtime)
     purge = [e for e in _tensorboard_events(second) if e.HasField("session_log")]
     assert purge and purge[0].session_log.status == purge[0].session_log.START and purge[0].step == 21
@@ -168,7 +170,7 @@ def test_two_writers_within_one_second_keep_their_own_event_files(tmp_path, monk
 
     monkeypatch.setattr(time, "time", lambda: 1764675000.25)  # both writers in the same second
     for step, resume in ((10, 0), (20, 10)):
-        writer = aaejax.writers.MetricWriter(tmp_path, resume_step=resume)
+        writer = aaejax.run.writers.MetricWriter(tmp_path, resume_step=resume)
         writer.write(step, {"loss": float(step)})
         writer.close()
     files = list((tmp_path / "tensorboard").glob("events.out.tfevents.1764675000.*"))
@@ -184,7 +186,7 @@ def test_killed_before_the_first_checkpoint_starts_over_cleanly(tmp_path, bars):
 
     shutil.rmtree(tmp_path / "checkpoints")  # as if killed before the first save committed
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
-    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20]
+    assert [r["step"] for r in aaejax.run.writers.read_metrics(tmp_path)] == [10, 20]
 
 
 def test_workdir_with_another_config_is_refused(tmp_path, bars):
@@ -256,7 +258,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeyp
         trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
     assert checkpoint_steps(tmp_path) == [20]
     chex.assert_trees_all_equal(aaejax.load(tmp_path).state, saved)
-    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10, 20]
+    assert [r["step"] for r in aaejax.run.writers.read_metrics(tmp_path)] == [10, 20]
 
 
 def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
@@ -266,7 +268,7 @@ def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
     assert int(state.step) == 10  # a fresh run, not a resume
     assert checkpoint_steps(tmp_path) == [10]
     assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3
-    assert [r["step"] for r in aaejax.writers.read_metrics(tmp_path)] == [10]
+    assert [r["step"] for r in aaejax.run.writers.read_metrics(tmp_path)] == [10]
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -283,7 +285,7 @@ def test_skip_nonfinite_updates(tmp_path, bars, monkeypatch, retrace):
         trainer.train(tiny_aae_config(num_steps=40), tmp_path / "stop", bars)
     state = trainer.train(tiny_aae_config(num_steps=40, skip_nonfinite=True), tmp_path / "skip", bars)
     assert bool(trainer.state_is_finite(state))
-    skipped = sum(r["skipped_updates"] for r in aaejax.writers.read_metrics(tmp_path / "skip"))
+    skipped = sum(r["skipped_updates"] for r in aaejax.run.writers.read_metrics(tmp_path / "skip"))
     assert 0 < skipped < 40
 
 
@@ -304,7 +306,7 @@ def test_skip_nonfinite_keeps_the_batchnorm_statistics_of_a_skipped_update(tmp_p
     monkeypatch.setattr(BiGAN, "train_step", poisoned_step)
     state = trainer.train(tiny_bigan_config(num_steps=40, skip_nonfinite=True), tmp_path, bars)
     assert bool(trainer.state_is_finite(state))
-    skipped = sum(r["skipped_updates"] for r in aaejax.writers.read_metrics(tmp_path))
+    skipped = sum(r["skipped_updates"] for r in aaejax.run.writers.read_metrics(tmp_path))
     assert 0 < skipped < 40
 
 

@@ -49,7 +49,7 @@ def independent_indices(key, step, n: int, batch_size: int, order: str):
 def labelled_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
     """Indices of `num_labels` examples, num_labels / num_classes of each class, chosen by `seed`
     (the semi-supervised AAE's labelled set). Sorted int32 [num_labels]."""
-    from aaejax.data import DataError
+    from aaejax.data.datasets import DataError
 
     per_class = num_labels // num_classes
     rng = np.random.default_rng(seed)

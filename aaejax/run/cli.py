@@ -68,7 +68,7 @@ def _variant(argv: list[str], exp: Experiment) -> str:
 
 def _schema(argv: list[str], exp: Experiment) -> dict:
     """The schema of the model of the variant on the command line (the default one if unknown)."""
-    from aaejax import registry
+    from aaejax.models import registry
 
     variant = _variant(argv, exp)
     config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
@@ -76,7 +76,7 @@ def _schema(argv: list[str], exp: Experiment) -> dict:
 
 
 def help_text(exp: Experiment, argv: list[str] = ()) -> str:
-    from aaejax import registry
+    from aaejax.models import registry
 
     variant = _variant(list(argv), exp)
     config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
@@ -135,7 +135,7 @@ def _explain(error: BaseException, exp: Experiment, argv: list[str]) -> str:
 
 def parse(argv: list[str], exp: Experiment):
     """argv -> (the config, validated; the run flags). UsageError (one line) for any mistake."""
-    from aaejax import registry
+    from aaejax.models import registry
     from aaejax.configs import ConfigError
 
     fv = flags.FlagValues()
@@ -172,7 +172,7 @@ def run(exp: Experiment) -> None:
     if {"-h", "--help", "--helpfull", "-?"} & set(sys.argv[1:]):
         print(help_text(exp, sys.argv[1:]))
         sys.exit(0)
-    from aaejax import parallel
+    from aaejax.run import parallel
 
     flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults (its logging asks)
     # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
@@ -198,11 +198,11 @@ def _main(config, workdir: str, overwrite: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    from aaejax import trainer
-    from aaejax.checkpoint import CheckpointError
+    from aaejax.run import trainer
+    from aaejax.run.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
-    from aaejax.data import DataError
-    from aaejax.files import WriteError
+    from aaejax.data.datasets import DataError
+    from aaejax.run.files import WriteError
 
     enable_compilation_cache()
     try:

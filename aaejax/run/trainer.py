@@ -1,8 +1,8 @@
-"""The one training loop every model shares (the model protocol: aaejax/protocol.py).
+"""The one training loop every model shares (the model protocol: aaejax/models/protocol.py).
 
 Design for speed: the dataset is put on the device once as uint8. `log_every` steps form one
 *chunk*, compiled as a single `lax.scan` over the train step with the state donated. Inside the
-scan each step gathers its batch on the device (aaejax/batching.py); the order is derived from
+scan each step gathers its batch on the device (aaejax/data/batching.py); the order is derived from
 (data seed, epoch) alone, so it survives a resume mid-epoch. Logging, sample grids and
 checkpoints happen between chunks, where the only host transfer is the chunk's stacked metrics.
 
@@ -26,12 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from aaejax import batching, evaluation, files, images, parallel, protocol, registry, rundir, writers
-from aaejax import data as data_lib
-from aaejax.checkpoint import Checkpointer, abstract_like
+from aaejax.data import batching, images
+from aaejax.eval import metrics as eval_metrics
+from aaejax.run import files, parallel, rundir, writers
+from aaejax.models import protocol, registry
+from aaejax.data import datasets as data_lib
+from aaejax.run.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
-from aaejax.console import Progress, StopOnSignal, duration
-from aaejax.state import all_finite
+from aaejax.run.console import Progress, StopOnSignal, duration
+from aaejax.models.state import all_finite
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     """The chunk of `log_every` steps that training runs (TrainChunk).
 
     `finite` says whether every float in the state is finite after the chunk. `data_order`:
-    see aaejax/batching.py. `streams` ({name: (indices, batch size)}, model.labelled_streams)
+    see aaejax/data/batching.py. `streams` ({name: (indices, batch size)}, model.labelled_streams)
     add batch[f"{name}_image"] / [f"{name}_label"] drawn with replacement from those indices,
     each from its own key stream. With num_seeds > 1, `data_seed` and the streams' indices hold
     one entry per seed and metrics are [K, S], finite [S]. `layout` (parallel.Layout) pins the
@@ -237,7 +240,7 @@ class Run:
         self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
                                size) for name, (_, size) in per_seed[0].items()}
         # The model's paper metric every eval_every steps, on held-out data put on the device once.
-        self.curve_data = evaluation.heldout_data(dataset, config) if config.eval_every and hasattr(model, "curve") \
+        self.curve_data = eval_metrics.heldout_data(dataset, config) if config.eval_every and hasattr(model, "curve") \
             else None
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.writer: writers.MetricWriter | None = None  # opened by initial_state, at the step it restores

@@ -3,13 +3,14 @@ config schema (`SCHEMA`), which `new_config`, `validate_config` and `fill_defaul
 
 from __future__ import annotations
 
-from aaejax import configs, parallel
-from aaejax.aae import AAE
-from aaejax.aae_categorical import CategoricalAAE
-from aaejax.aae_paper import PaperAAE
-from aaejax.bigan import BiGAN
+from aaejax import configs
+from aaejax.run import parallel
+from aaejax.models.aae import AAE
+from aaejax.models.aae_categorical import CategoricalAAE
+from aaejax.models.aae_paper import PaperAAE
+from aaejax.models.bigan import BiGAN
 from aaejax.configs import ConfigError
-from aaejax.protocol import Model
+from aaejax.models.protocol import Model
 
 MODELS = {"aae": {"basic": AAE, "categorical": CategoricalAAE, "paper": PaperAAE}, "bigan": BiGAN}
 # The fields that choose the schema: a named variant sets them, a flag cannot.

@@ -1,5 +1,5 @@
 """A run's work dir: its config file, what it holds and who may write it (how its files are
-written, and how a write fails: aaejax/files.py).
+written, and how a write fails: aaejax/run/files.py).
 
 A run dir holds config.json, metrics.jsonl, tensorboard/, samples/, checkpoints/ (and, after
 evaluate, eval.json and eval/). The same command resumes a run; a run of another config is
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import ml_collections
 
-from aaejax import registry
-from aaejax.checkpoint import CheckpointError, Checkpointer
+from aaejax.models import registry
+from aaejax.run.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
-from aaejax.files import write_atomic
-from aaejax.optim import STEP_FREE_SCHEDULES
+from aaejax.run.files import write_atomic
+from aaejax.models.optim import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
 

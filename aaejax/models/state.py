@@ -1,6 +1,6 @@
 """Explicit training state: one `NetState` per network, each with its own optimizer state.
 
-The optimizers themselves (optax transformations with their schedules, aaejax/optim.py) are
+The optimizers themselves (optax transformations with their schedules, aaejax/models/optim.py) are
 static and live on the model object; the state holds only arrays, so it jits, donates and
 checkpoints as a pytree.
 """

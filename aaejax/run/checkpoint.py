@@ -25,8 +25,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from aaejax import console, parallel
-from aaejax.files import WriteError
+from aaejax.run import console, parallel
+from aaejax.run.files import WriteError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 over examples.
 
 - recon_mse: test-set reconstruction error in [0, 1] pixel space.
-- classifier-based sample quality (a LeNet trained by the project, aaejax/classifier.py):
+- classifier-based sample quality (a LeNet trained by the project, aaejax/eval/classifier.py):
   `classifier_score` (the Inception-score analogue), the fraction of samples per predicted class,
   the mean top probability, and `fd_lenet` (Fréchet distance in its penultimate layer).
 - knn1_acc: 1-nearest-neighbour accuracy of features, train -> test (Euclidean).
@@ -168,7 +168,7 @@ def heldout_data(dataset, config) -> dict:
     test_labels of the test split, and val_images / val_labels: with data_split "official" the
     10 000 training images held out of training, else the test split again (a protocol that
     needs held-out validation images refuses that split: PaperAAE.validate)."""
-    from aaejax.data import official_split
+    from aaejax.data.datasets import official_split
 
     _, held = official_split(len(dataset.train_images))
     official = config.data_split == "official"
@@ -228,7 +228,7 @@ def official_bigan_protocol(features, dataset) -> dict:
     References are the official split's 50 000 training images; queries its 10 000 held-out
     training images (`*_heldout`, as in the official log) and the MNIST test images (`*_test`).
     """
-    from aaejax.data import official_split
+    from aaejax.data.datasets import official_split
 
     def feats(x):
         parts = [features(x[i:i + 1000]) for i in range(0, len(x), 1000)]

@@ -8,7 +8,7 @@ Route, first that works wins (see README, "Data"):
    unset, a sibling `../shared/datasets/<name>/`). These are the very files TFDS's own `mnist`
    builder parses; their `.gz` wrappers may differ from TFDS's registered checksums, so we parse
    them directly and verify the SHA-256 of the *uncompressed* bytes instead.
-3. The same four files downloaded (aaejax/download.py) from the URLs TFDS registers for its
+3. The same four files downloaded (aaejax/data/download.py) from the URLs TFDS registers for its
    builders, or from a mirror (`$AAEJAX_DATA_MIRROR` / config.data_mirror), into
    ~/.cache/aaejax/downloads/<name>/, then read as in 2. Skipped when $AAEJAX_OFFLINE is set.
 4. Otherwise a `DataError` naming what was tried, within seconds.
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aaejax import console, download
+from aaejax.run import console
+from aaejax.data import download
 
 IDX_ENV = "AAEJAX_IDX_DIR"
 DATASETS = ("mnist", "fashion_mnist")

@@ -20,13 +20,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from aaejax import images, losses
+from aaejax.data import images
+from aaejax.models import losses
 from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
-from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.priors import PRIOR_FIELDS, PRIORS_2D, make_prior
-from aaejax.protocol import ConfigEquality
-from aaejax.state import NetState, TrainState
+from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.models.priors import PRIOR_FIELDS, PRIORS_2D, make_prior
+from aaejax.models.protocol import ConfigEquality
+from aaejax.models.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
 D_UPDATES = ("averaged", "two_batches")
@@ -53,7 +54,7 @@ AAE_FIELDS = group(
 
 
 class AAE(ConfigEquality):
-    """The trainer's model protocol (aaejax/protocol.py) for the AAE with a continuous prior."""
+    """The trainer's model protocol (aaejax/models/protocol.py) for the AAE with a continuous prior."""
 
     name = "aae"
     SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **PRIOR_FIELDS, **AAE_FIELDS}

@@ -29,14 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import augment, batching, images, losses
-from aaejax.aae import AAE_FIELDS
+from aaejax.data import augment, batching, images
+from aaejax.models import losses
+from aaejax.models.aae import AAE_FIELDS
 from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
-from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.priors import PRIOR_FIELDS, Gaussian
-from aaejax.protocol import ConfigEquality
-from aaejax.state import NetState, TrainState
+from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
+from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.models.priors import PRIOR_FIELDS, Gaussian
+from aaejax.models.protocol import ConfigEquality
+from aaejax.models.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "disc_category", "disc_style")
 PHASES = ("joint", "sequential")
@@ -68,7 +69,7 @@ def add_trees(a, b):
 
 
 class CategoricalAAE(ConfigEquality):
-    """The trainer's model protocol (aaejax/protocol.py) for the semi-supervised / clustering AAE."""
+    """The trainer's model protocol (aaejax/models/protocol.py) for the semi-supervised / clustering AAE."""
 
     name = "aae"
     SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **pick(PRIOR_FIELDS, "prior_scale"),
@@ -331,7 +332,7 @@ class CategoricalAAE(ConfigEquality):
     def report(self, state: TrainState, dataset) -> dict:
         """The categories as classes: test_error (semi-supervised), the majority-vote and Hungarian
         cluster errors (the paper's clustering protocol) and how many clusters the test set uses."""
-        from aaejax import evaluation as ev
+        from aaejax.eval import metrics as ev
 
         classify = jax.jit(self.classify)
         assign = lambda x: np.asarray(ev.batched(lambda b: classify(state, images.unit(b)), x).argmax(-1))

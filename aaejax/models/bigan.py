@@ -22,13 +22,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from aaejax import batching, images, losses
+from aaejax.data import batching, images
+from aaejax.models import losses
 from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models import BN_FLAVOURS, INIT_FIELDS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
-from aaejax.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.priors import PRIOR_FIELDS, make_prior
-from aaejax.protocol import ConfigEquality
-from aaejax.state import NetState, TrainState, all_finite
+from aaejax.models.nets import BN_FLAVOURS, INIT_FIELDS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
+from aaejax.models.priors import PRIOR_FIELDS, make_prior
+from aaejax.models.protocol import ConfigEquality
+from aaejax.models.state import NetState, TrainState, all_finite
 
 NETS = ("generator", "encoder", "discriminator")
 GE_LOSSES = ("flipped", "minimax")
@@ -68,7 +69,7 @@ def _forward(module, net: NetState, params, inputs):
 
 
 class BiGAN(ConfigEquality):
-    """The trainer's model protocol (aaejax/protocol.py) for the BiGAN."""
+    """The trainer's model protocol (aaejax/models/protocol.py) for the BiGAN."""
 
     name = "bigan"
     SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS,
@@ -268,7 +269,7 @@ class BiGAN(ConfigEquality):
 
     def report(self, state: TrainState, dataset) -> dict:
         """The official code's feature scores (evaluation.official_bigan_protocol)."""
-        from aaejax import evaluation as ev
+        from aaejax.eval import metrics as ev
 
         features = jax.jit(self.features)
         return ev.official_bigan_protocol(lambda x: features(state, images.unit(x)), dataset)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import serialization
 
-from aaejax import images as images_lib
+from aaejax.data import images as images_lib
 
 log = logging.getLogger(__name__)
 ARCH_VERSION = 1
@@ -134,9 +134,9 @@ def load_or_train(dataset_name: str = "mnist", cache: str | os.PathLike | None =
         except Exception as e:  # noqa: BLE001 - a corrupt cache is retrained, not fatal
             log.warning("classifier cache %s is unreadable (%s); retraining", weights, e)
     if dataset is None:
-        from aaejax import data
+        from aaejax.data import datasets
 
-        dataset = data.load(dataset_name)
+        dataset = datasets.load(dataset_name)
     # Said on stderr whatever the logging set-up: the caller otherwise waits a minute in silence.
     print(f"evaluate: training the sample judge (a LeNet on {dataset_name}; about a minute on 2 CPU cores, "
           f"once: it is cached in {folder})", file=sys.stderr, flush=True)

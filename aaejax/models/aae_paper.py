@@ -27,22 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aaejax import batching, images, losses
-from aaejax.aae import AAE_FIELDS
-from aaejax.aae_categorical import CATEGORICAL_FIELDS
+from aaejax.data import batching, images
+from aaejax.models import losses
+from aaejax.models.aae import AAE_FIELDS
+from aaejax.models.aae_categorical import CATEGORICAL_FIELDS
 from aaejax.configs import COMMON, pick
-from aaejax.models import INIT_FIELDS, IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
-from aaejax.optim import PHASE_FIELDS, SCHEDULE_FIELDS, make_phase_optimizers
-from aaejax.priors import PRIOR_FIELDS, Gaussian
-from aaejax.protocol import ConfigEquality
-from aaejax.state import NetState, TrainState
+from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
+from aaejax.models.optim import PHASE_FIELDS, SCHEDULE_FIELDS, make_phase_optimizers
+from aaejax.models.priors import PRIOR_FIELDS, Gaussian
+from aaejax.models.protocol import ConfigEquality
+from aaejax.models.state import NetState, TrainState
 
 # The sigmas tried by the Parzen estimate; the GAN paper's code tried logspace(-1, 0, 10).
 PARZEN_SIGMAS = np.logspace(-1.3, -0.4, 19).astype(np.float32)
 
 
 class PaperAAE(ConfigEquality):
-    """The trainer's model protocol (aaejax/protocol.py) for the AAE paper's own method."""
+    """The trainer's model protocol (aaejax/models/protocol.py) for the AAE paper's own method."""
 
     name = "aae"
     SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, **pick(INIT_FIELDS, "init_std"),
@@ -243,7 +244,7 @@ class PaperAAE(ConfigEquality):
           example x_n that maximizes q(y_i|x_n) and assigned the label of x_n to all points in
           cluster i"); cluster_error_majority: each takes its validation members' majority label.
         """
-        from aaejax import evaluation as ev
+        from aaejax.eval import metrics as ev
 
         if not self.num_categories:
             samples = self.sample(state, key, 10000)
@@ -259,7 +260,7 @@ class PaperAAE(ConfigEquality):
 
     def report(self, state: TrainState, dataset) -> dict:
         """`curve` on the run's held-out data, plus (categories) the Hungarian matching's error."""
-        from aaejax import evaluation as ev
+        from aaejax.eval import metrics as ev
 
         data = ev.heldout_data(dataset, self.config)
         out = {k: float(v) for k, v in jax.jit(self.curve)(state, data, jax.random.PRNGKey(0)).items()}

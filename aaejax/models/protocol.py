@@ -1,7 +1,7 @@
 """What the trainer, `evaluate` and `aaejax.load` need of a model (every model implements it).
 
 Images cross this boundary as float32 in [0, 1] (or uint8 0..255 where noted), [N, 28, 28, 1];
-a model converts to its own scale inside (aaejax/images.py).
+a model converts to its own scale inside (aaejax/data/images.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from aaejax.state import TrainState
+from aaejax.models.state import TrainState
 
 
 class ConfigEquality:

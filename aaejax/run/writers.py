@@ -46,7 +46,7 @@ def encode_png(grid: np.ndarray, scale: int = 2) -> bytes:
 def save_png(path: str | Path, grid: np.ndarray | bytes, scale: int = 2) -> None:
     """Writes a grid (or its encode_png bytes) to a temporary name, then renames: never a torn
     PNG. OSError -> WriteError."""
-    from aaejax.files import WriteError
+    from aaejax.run.files import WriteError
 
     path = Path(path)
     data = grid if isinstance(grid, bytes) else encode_png(grid, scale)
@@ -109,7 +109,7 @@ class MetricWriter:
     def _writing(what: str, path: Path):
         import contextlib
 
-        from aaejax.files import WriteError
+        from aaejax.run.files import WriteError
 
         @contextlib.contextmanager
         def guard():
@@ -209,7 +209,7 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 def truncate_metrics(workdir: str | Path, last_step: int) -> None:
     """Drops records after `last_step` (a resumed run logs those steps again) and torn lines,
     rewriting the file under a temporary name."""
-    from aaejax.files import write_atomic
+    from aaejax.run.files import write_atomic
 
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():

@@ -47,7 +47,7 @@ ADAM_FIELDS = group(
 
 def steps_per_epoch(config) -> int:
     """Steps per pass over the examples a run trains on (data_split "all": 60 000; "official": 50 000)."""
-    from aaejax.data import SPLIT_SIZES
+    from aaejax.data.datasets import SPLIT_SIZES
 
     n = SPLIT_SIZES["train"]
     return (n - n // 6 if config.data_split == "official" else n) // int(config.batch_size)
@@ -172,7 +172,7 @@ def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-# The AAE paper's phases and the rate / momentum fields of each (aaejax/aae_paper.py).
+# The AAE paper's phases and the rate / momentum fields of each (aaejax/models/aae_paper.py).
 PHASES = {"recon": ("lr_recon", "momentum_recon"), "adv": ("lr_adv", "momentum_adv"),
           "supervised": ("lr_supervised", "momentum_supervised")}
 PHASE_FIELDS = group(
