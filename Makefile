@@ -56,7 +56,7 @@ test: $(TEST_STAMP)
 
 # Prints JSON lines: steps/s of aaejax's training path vs PyTorch eager, first-step times.
 bench: $(TEST_STAMP)
-	$(PY) -m experiments.bench $(ARGS)
+	$(PY) -m tools.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

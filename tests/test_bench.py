@@ -1,10 +1,10 @@
-"""`make bench`'s first-step child (experiments/bench.py), at test size: it compiles the training
+"""`make bench`'s first-step child (tools/bench.py), at test size: it compiles the training
 chunk ahead of time (TrainChunk.compile), the one path no training run takes."""
 
 import json
 
 from conftest import tiny_aae_config
-from experiments import bench
+from tools import bench
 
 
 def test_first_step_child_compiles_ahead_and_trains_one_chunk(monkeypatch, capsys):

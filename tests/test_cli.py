@@ -97,14 +97,15 @@ def test_a_runs_label_matches_its_settings():
 
 def test_every_variant_holds_exactly_its_models_fields_and_the_options_table_is_current():
     from aaejax.models import registry
-    from experiments import aae, bigan, options
+    from experiments import aae, bigan
+    from tools import options
 
     for module in (aae, bigan):
         for variant in module.VARIANTS:
             config = module.get_config(variant)
             assert sorted(config) == sorted(registry.model_class(config).SCHEMA), variant
     assert (REPO / "docs" / "options.md").read_text() == options.render() + "\n", \
-        "docs/options.md is stale: python -m experiments.options > docs/options.md"
+        "docs/options.md is stale: python -m tools.options > docs/options.md"
 
 
 def test_readme_python_blocks_run_against_a_tiny_run(tmp_path):

@@ -1,4 +1,4 @@
-"""The BiGAN `seed` config against the PyTorch program it re-implements (experiments/torch_bigan.py,
+"""The BiGAN `seed` config against the PyTorch program it re-implements (tests/references/torch_bigan.py,
 transcribed from Papers-in-100-Lines-of-Code's adversarial_feature_learning.py): from the same
 initial weights, fed the same minibatches and the same z, both reach the same parameters.
 
@@ -52,7 +52,7 @@ def _theirs_as_ours(name, dense, kernel, bias):
 def _programs(dtype):
     import torch
 
-    from experiments import torch_bigan
+    from references import torch_bigan
 
     torch.manual_seed(0)
     model = registry.build_model(bigan_exp.get_config("seed"))
@@ -71,7 +71,7 @@ def _programs(dtype):
 def _train(model, state, nets, steps, dtype):
     import torch
 
-    from experiments import torch_bigan
+    from references import torch_bigan
 
     optimizers, schedulers = torch_bigan.make_optimizers(nets["generator"], nets["encoder"], nets["discriminator"])
     data = bars_dataset(n_train=512, n_test=8)

@@ -1,4 +1,4 @@
-"""Fingerprints of every named config: `python -m experiments.fingerprint [--steps=200]`.
+"""Fingerprints of every named config: `python -m tools.fingerprint [--steps=200]`.
 
 Trains each variant of each experiment for --steps steps on MNIST (through the real trainer, in a
 temporary work dir) and prints one JSON line per config: the SHA-256 of its final parameters and

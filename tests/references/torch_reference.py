@@ -1,5 +1,5 @@
 """A plain PyTorch eager version of the AAE's training step, for `make bench` only (the BiGAN's
-PyTorch side is the seed program itself, experiments/torch_bigan.py).
+PyTorch side is the seed program itself, tests/references/torch_bigan.py).
 
 Same architecture, losses, optimisers and on-device batching as aaejax's AAE, written the way an
 eager PyTorch user would: one optimizer per network, autograd through every forward pass.

@@ -96,9 +96,9 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
 def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
     import torch
 
-    from experiments import torch_reference as tr
+    from tests.references import torch_reference as tr
 
-    from experiments import torch_bigan
+    from tests.references import torch_bigan
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.from_numpy(_dataset().reshape(N_TRAIN, 784)).to(device)
@@ -194,7 +194,7 @@ def bench_first_step(model_name: str) -> list[dict]:
         env = dict(os.environ, AAEJAX_JAX_CACHE=cache)
         for label in ("cold", "warm"):
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "experiments.bench", f"--_first_step_child={model_name}"],
+            proc = subprocess.run([sys.executable, "-m", "tools.bench", f"--_first_step_child={model_name}"],
                                   env=env, capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t
             inner = json.loads(proc.stdout.strip().splitlines()[-1])

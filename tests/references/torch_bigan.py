@@ -99,7 +99,7 @@ def build(device="cpu"):
 
 
 def main(argv=None) -> None:
-    """`python -m experiments.torch_bigan [--iterations=N] [--seed=S] [--every=K]`: the program's
+    """`python -m tests.references.torch_bigan [--iterations=N] [--seed=S] [--every=K]`: the program's
     training loop on MNIST (one CPU thread), printing every K iterations a JSON line with its
     objective (D's BCE) and D's mean outputs on that iteration's batch, in training mode as the
     program calls D. To set the program's dynamics beside a `seed` run's metrics.jsonl."""
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
 
     from aaejax.data import datasets
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.torch_bigan")
+    parser = argparse.ArgumentParser(prog="python -m tests.references.torch_bigan")
     parser.add_argument("--iterations", type=int, default=2340)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=117)

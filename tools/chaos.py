@@ -1,4 +1,4 @@
-"""Chaos check of resume: `python -m experiments.chaos [--kills=20] [--steps=2000] [--seed=0]`.
+"""Chaos check of resume: `python -m tools.chaos [--kills=20] [--steps=2000] [--seed=0]`.
 
 Trains the AAE seed config once without interruption, then again in another work dir while
 killing it with SIGKILL at --kills seeded random moments (each resumed by the same command), and
