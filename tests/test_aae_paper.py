@@ -169,7 +169,7 @@ def test_the_curve_is_logged_and_a_resumed_run_logs_the_same(tmp_path, variant, 
     assert [s for s, _ in curves[0]] == [4, 8]
     assert curves[0] == curves[1]
     assert all(np.isfinite(v) for _, v in curves[0])
-    from experiments.evaluate import curve
+    from aaejax.eval.report import curve
 
     rows = curve(tmp_path / "a")  # what `evaluate --curve` prints (epochs of MNIST's size, as the config says)
     assert [r["step"] for r in rows] == [4, 8] and [r[key]["mean"] for r in rows] == [v for _, v in curves[0]]

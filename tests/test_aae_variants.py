@@ -192,7 +192,7 @@ def test_semi_supervised_sees_only_the_labelled_subset(bars, labelled_recon):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mixture_cond", "supervised", "semi_supervised_plus", "clustering_plus"])
 def test_evaluate_end_to_end(tmp_path, bars, variant):
-    from experiments.evaluate import evaluate
+    from aaejax.eval.report import evaluate
 
     trainer.train(tiny_variant(variant), tmp_path, bars)
     out = evaluate(tmp_path, num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)

@@ -58,7 +58,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(tmp_path, bars, model, capsys):
 
     from aaejax.run import trainer
     from conftest import assert_documented, tiny_aae_config, tiny_bigan_config
-    from experiments.evaluate import evaluate
+    from aaejax.eval.report import evaluate
 
     config = tiny_aae_config() if model == "aae" else tiny_bigan_config()
     trainer.train(config, tmp_path, bars)

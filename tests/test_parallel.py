@@ -35,7 +35,7 @@ def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, b
     record = aaejax.run.writers.read_metrics(tmp_path / "multi")[-1]
     assert len(record["per_seed"]["d_loss"]) == 3 and record["model_steps_per_sec"] > record["steps_per_sec"]
     if make_config is tiny_aae_config:
-        from experiments.evaluate import evaluate
+        from aaejax.eval.report import evaluate
 
         out = evaluate(tmp_path / "multi", num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
         assert [r["seed_index"] for r in out["seeds"]] == [0, 1, 2]
