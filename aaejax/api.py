@@ -18,6 +18,7 @@ import numpy as np
 from aaejax.data import images
 from aaejax.models import protocol, registry
 from aaejax.run import rundir
+from aaejax.models.state import seed_keys
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 
 
@@ -118,12 +119,6 @@ def _free_memory() -> int | None:
         return None
 
 
-def initial_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(init key, eval key) of the model a run trains from `seed` (as the trainer draws them)."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    return keys[0], keys[3]
-
-
 def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> LoadedModel:
     """Loads the newest readable checkpoint of the run in `workdir` (or that of `step`); of a
     multi-seed run (config.num_seeds > 1), model `seed_index` (trained from seed config.seed +
@@ -145,7 +140,7 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> L
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # wherever it was trained
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shape)
         if step == 0 and 0 not in ckpt.steps():
-            state = jax.jit(model.init)(initial_keys(int(config.seed) + seed_index)[0])
+            state = jax.jit(model.init)(seed_keys(int(config.seed) + seed_index)[0])
         else:
             state, step = ckpt.restore(target, step=step)
             if state is not None and num_seeds > 1:

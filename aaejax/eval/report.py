@@ -107,6 +107,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     from aaejax.eval import metrics as ev
     from aaejax.data import images
     from aaejax.models import protocol
+    from aaejax.models.state import seed_keys
 
     m = aaejax.load(workdir, seed_index, step=step)
     ds = dataset
@@ -114,7 +115,7 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
         from aaejax.run import trainer
 
         train_images, _ = trainer.training_examples(ds, m.config)
-        eval_key = aaejax.api.initial_keys(int(m.config.seed) + seed_index)[1]
+        eval_key = seed_keys(int(m.config.seed) + seed_index)[3]
         m.state = trainer.prepare_evals(m.state, jnp.asarray(train_images), jax.random.fold_in(eval_key, 0),
                                         model=m.model, num_seeds=1)
     train_u8 = jnp.asarray(ds.train_images)  # on the device once: the baselines read it too

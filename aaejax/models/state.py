@@ -73,3 +73,10 @@ def all_finite(tree) -> jax.Array:
     """bool []: every float leaf of `tree` is finite (NaN/Inf anywhere -> False)."""
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The keys a model trained from `seed` draws from: (init, data order, sample grids, evaluation).
+    The trainer trains with them; aaejax.load and the report recreate an initial state from them."""
+    init, data, samples, evaluation = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return init, data, samples, evaluation

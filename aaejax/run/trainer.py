@@ -34,7 +34,7 @@ from aaejax.data import datasets as data_lib
 from aaejax.run.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
 from aaejax.run.console import Progress, StopOnSignal, duration
-from aaejax.models.state import all_finite
+from aaejax.models.state import all_finite, seed_keys
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class Run:
         self.labels = self.layout.put_replicated(train_labels)
         self.fixed_inputs = images.unit(jnp.asarray(dataset.test_images[:64]))
         self.fixed_labels = jnp.asarray(dataset.test_labels[:64])
-        keys = [jax.random.split(jax.random.PRNGKey(config.seed + i), 4) for i in range(self.seeds.n)]
+        keys = [seed_keys(config.seed + i) for i in range(self.seeds.n)]
         init_keys, data_keys, self.sample_keys, eval_keys = (jnp.stack(k) for k in zip(*keys))
         self.init_keys, self.eval_keys = self.seeds.pick(list(init_keys)), self.seeds.pick(list(eval_keys))
         self.data_seeds = [int(jax.random.randint(k, (), 0, 2**31 - 1)) for k in data_keys]
