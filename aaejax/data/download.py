@@ -22,12 +22,14 @@ import gzip
 import hashlib
 import logging
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
+
+from aaejax.run.console import StatusLine
+from aaejax.run.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ def _set_aside(path: Path) -> Path:
 
 class _Progress:
     def __init__(self, filename: str, total: int | None):
-        self.filename, self.total, self.t0, self.tty = filename, total, time.perf_counter(), sys.stderr.isatty()
+        self.filename, self.total, self.t0 = filename, total, time.perf_counter()
+        self.status = StatusLine(transient=True)  # a log file gets the final line only
 
     def line(self, done: int) -> str:
         dt = max(time.perf_counter() - self.t0, 1e-6)
@@ -101,15 +104,10 @@ class _Progress:
         return f"downloading {self.filename}: {size} {unit} at {done / 2**20 / dt:.1f} MB/s"
 
     def update(self, done: int) -> None:
-        if self.tty:
-            sys.stderr.write("\r" + self.line(done) + "\x1b[K")
-            sys.stderr.flush()
+        self.status.show(self.line(done))
 
     def close(self, done: int) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-        else:
-            print(self.line(done), file=sys.stderr, flush=True)
+        self.status.close(self.line(done))
 
 
 def _get(url: str, filename: str, timeout: float) -> bytes:
@@ -151,7 +149,6 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
             # Changed since it was accepted (a truncated copy, a bad sector, another file put there).
             aside = _set_aside(target)
             log.warning("%s fails its checksum: moved to %s; downloading it again", target, aside)
-        part = folder / f".{f.filename}.part.{os.getpid()}"
         errors = []
         for attempt in range(retries + 1):
             try:
@@ -160,16 +157,13 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
                     before = f"; the cached copy before it failed too (moved to {aside})" if aside else ""
                     raise DownloadError(f"{f.url}: the file's checksum matches neither the registered .gz "
                                         f"nor the original contents; nothing was cached{before}")
-                part.write_bytes(data)
-                os.replace(part, target)
+                write_atomic(target, data, "a downloaded file")
                 break
             except DownloadError as e:
-                part.unlink(missing_ok=True)
                 if "checksum" in str(e):
                     raise
                 errors.append(str(e))
             except (urllib.error.URLError, OSError, ValueError) as e:  # incl. timeouts, resets
-                part.unlink(missing_ok=True)
                 errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
             if attempt == retries or time.monotonic() + 0.5 * 2**attempt > deadline:
                 tried = "; ".join(dict.fromkeys(errors))  # the same failure each try: say it once

@@ -24,6 +24,8 @@ import optax
 from flax import serialization
 
 from aaejax.data import images as images_lib
+from aaejax.eval.metrics import batched
+from aaejax.run.files import write_atomic
 
 log = logging.getLogger(__name__)
 ARCH_VERSION = 1
@@ -48,8 +50,8 @@ def _apply(params, x):
     return _NET.apply({"params": params}, images_lib.unit(x))
 
 
-def _batched(params, images, which: int, batch: int = 1000) -> jax.Array:
-    return jnp.concatenate([_apply(params, images[i:i + batch])[which] for i in range(0, len(images), batch)])
+def _batched(params, images, which: int) -> jax.Array:
+    return batched(lambda x: _apply(params, x)[which], images)
 
 
 def logits(params, images) -> jax.Array:
@@ -144,11 +146,8 @@ def load_or_train(dataset_name: str = "mnist", cache: str | os.PathLike | None =
     params, acc = train(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
     seconds = time.perf_counter() - t
     log.info("classifier for %s: test accuracy %.4f after %.0f s", dataset_name, acc, seconds)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, payload in ((weights, serialization.to_bytes(params)),
-                          (info_path, json.dumps({"arch_version": ARCH_VERSION, "test_accuracy": acc,
-                                                  "train_seconds": seconds}).encode())):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
+    # Whole files only: a killed run never leaves half a cache file.
+    write_atomic(weights, serialization.to_bytes(params), "the classifier cache")
+    write_atomic(info_path, json.dumps({"arch_version": ARCH_VERSION, "test_accuracy": acc, "train_seconds": seconds}),
+                 "the classifier cache")
     return params

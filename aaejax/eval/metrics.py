@@ -25,9 +25,16 @@ import optax
 
 
 def batched(fn, x, *more, batch: int = 1000):
-    """Applies fn(x, *more) in batches along axis 0 and concatenates (bounded memory)."""
+    """fn(x, *more) applied in batches along axis 0, its outputs (a pytree) concatenated: bounded
+    memory, outside jit. The one host-side batch loop (in jit: `pieces` with lax.map)."""
     outs = [fn(x[i:i + batch], *(m[i:i + batch] for m in more)) for i in range(0, x.shape[0], batch)]
-    return jnp.concatenate(outs)
+    return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs)
+
+
+def pieces(x: jax.Array, most: int = 1000) -> jax.Array:
+    """[N, ...] -> [N / size, size, ...] for lax.map inside jit, size the largest divisor of N up
+    to `most` (MNIST's 10 000 images: 1 000)."""
+    return x.reshape(-1, math.gcd(x.shape[0], most), *x.shape[1:])
 
 
 def recon_mse(reconstruct, images01, *more) -> float:
@@ -154,7 +161,7 @@ def parzen_jax(samples, x_val, x_test, sigmas, batch: int = 200) -> dict:
     sq = jnp.sum(samples**2, 1)
 
     def lls(x, sig):
-        x = x.reshape(-1, math.gcd(x.shape[0], batch), samples.shape[1])
+        x = pieces(x.reshape(x.shape[0], samples.shape[1]), batch)
         return jax.lax.map(lambda b: _parzen_terms(b, samples, sq, sig), x).reshape(-1, sig.shape[0])
 
     best = sigmas[jnp.argmax(jnp.mean(lls(x_val, sigmas), 0))]
@@ -231,8 +238,7 @@ def official_bigan_protocol(features, dataset) -> dict:
     from aaejax.data.datasets import official_split
 
     def feats(x):
-        parts = [features(x[i:i + 1000]) for i in range(0, len(x), 1000)]
-        return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(2))
+        return tuple(np.asarray(f) for f in batched(lambda b: tuple(features(b)[:2]), x))
 
     train_idx, held_idx = official_split(len(dataset.train_images))
     ref, ref_y = feats(dataset.train_images[train_idx]), dataset.train_labels[train_idx]

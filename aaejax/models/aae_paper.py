@@ -20,8 +20,6 @@ The paper's evaluation protocols are `curve` (jitted, run during training at eva
 
 from __future__ import annotations
 
-import math
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -250,11 +248,11 @@ class PaperAAE(ConfigEquality):
             samples = self.sample(state, key, 10000)
             return ev.parzen_jax(samples, images.unit(data["val_images"]), images.unit(data["test_images"]),
                                  jnp.asarray(PARZEN_SIGMAS))
-        probs_test = jax.nn.softmax(jax.lax.map(lambda x: self._encode(state, x)[0], _batches(data["test_images"])))
+        probs_test = jax.nn.softmax(jax.lax.map(lambda x: self._encode(state, x)[0], ev.pieces(data["test_images"])))
         y_test = jnp.argmax(probs_test.reshape(-1, self.num_categories), -1)
         if self.num_labels:
             return {"test_error": jnp.mean(y_test != data["test_labels"])}
-        probs_val = jax.nn.softmax(jax.lax.map(lambda x: self._encode(state, x)[0], _batches(data["val_images"])))
+        probs_val = jax.nn.softmax(jax.lax.map(lambda x: self._encode(state, x)[0], ev.pieces(data["val_images"])))
         return ev.cluster_errors_jax(probs_val.reshape(-1, self.num_categories), data["val_labels"], y_test,
                                      data["test_labels"], int(self.config.num_classes))
 
@@ -291,10 +289,3 @@ class PaperAAE(ConfigEquality):
             raise ValueError("the clustering protocol labels clusters from held-out images: set data_split='official'")
         if config.init_std <= 0:
             raise ValueError(f"init_std must be > 0 (the paper's N(0, 0.01) has no Flax default), got {config.init_std}")
-
-
-def _batches(x: jax.Array, most: int = 1000) -> jax.Array:
-    """[N, ...] -> [N / size, size, ...] for lax.map, size the largest divisor of N up to `most`
-    that divides it evenly with it (MNIST's 10 000: 1 000)."""
-    return x.reshape(-1, math.gcd(x.shape[0], most), *x.shape[1:])
-

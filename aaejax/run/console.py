@@ -24,27 +24,45 @@ def duration(seconds: float) -> str:
     return (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
 
 
-class Progress:
-    """A one-line progress bar with ETA on a terminal; plain log lines otherwise."""
+class StatusLine:
+    """A status line on stderr: rewritten in place on a terminal; elsewhere (a log file) every
+    line printed, or with transient=True only the last one, at close. The one progress display."""
 
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.tty, self.enabled = total, sys.stderr.isatty(), enabled
+    def __init__(self, enabled: bool = True, transient: bool = False):
+        self.enabled, self.transient, self.tty = enabled, transient, sys.stderr.isatty()
 
-    def update(self, step: int, rate: float, scalars: dict) -> None:
+    def show(self, line: str) -> None:
         if not self.enabled:
             return
-        eta_s = duration((self.total - step) / rate if rate > 0 else float("nan"))
-        shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("lr"))
-        line = f"step {step}/{self.total} [{100 * step / max(self.total, 1):3.0f}%] {rate:.1f} steps/s ETA {eta_s} {shown}"
         if self.tty:
             sys.stderr.write("\r" + line[:200] + "\x1b[K")
             sys.stderr.flush()
-        else:
+        elif not self.transient:
             print(line, file=sys.stderr, flush=True)
 
+    def close(self, last: str = "") -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write(("\r" + last[:200] + "\x1b[K" if last else "") + "\n")
+        elif last and self.transient:
+            print(last, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """The training's status line: step, percent, rate, ETA and the latest metrics."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.line = total, StatusLine(enabled)
+
+    def update(self, step: int, rate: float, scalars: dict) -> None:
+        eta_s = duration((self.total - step) / rate if rate > 0 else float("nan"))
+        shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("lr"))
+        self.line.show(f"step {step}/{self.total} [{100 * step / max(self.total, 1):3.0f}%] {rate:.1f} steps/s "
+                       f"ETA {eta_s} {shown}")
+
     def close(self) -> None:
-        if self.tty and self.enabled:
-            sys.stderr.write("\n")
+        self.line.close()
 
 
 class StopOnSignal:

@@ -26,12 +26,19 @@ def free_space(path: Path) -> str:
     return "free space unknown"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to a temporary name beside `path`, then renames: never a torn file."""
+def write_atomic(path: Path, data: str | bytes, what: str = "") -> None:
+    """Writes `data` to a temporary name beside `path` (its folder made if need be), then renames:
+    never a torn file. The one way this project writes a whole file. OSError -> WriteError
+    naming `what` (default: the file's name)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
-        tmp.write_text(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise WriteError(e.strerror or str(e), path, path.name) from e
+        raise WriteError(e.strerror or str(e), path, what or path.name) from e

@@ -46,18 +46,9 @@ def encode_png(grid: np.ndarray, scale: int = 2) -> bytes:
 def save_png(path: str | Path, grid: np.ndarray | bytes, scale: int = 2) -> None:
     """Writes a grid (or its encode_png bytes) to a temporary name, then renames: never a torn
     PNG. OSError -> WriteError."""
-    from aaejax.run.files import WriteError
+    from aaejax.run.files import write_atomic
 
-    path = Path(path)
-    data = grid if isinstance(grid, bytes) else encode_png(grid, scale)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(e.strerror or str(e), path, "a sample grid") from e
+    write_atomic(Path(path), grid if isinstance(grid, bytes) else encode_png(grid, scale), "a sample grid")
 
 
 def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.ndarray:
