@@ -152,6 +152,54 @@ COMMON = group(
 )
 
 
+# What the models share. The learning-rate schedule (models/optim.make_schedule), every model.
+SCHEDULES = ("constant", "exponential", "hold_then_exponential", "epoch_drops")
+# Schedules laid out in epochs, not over num_steps: a run under one may be extended (--steps).
+STEP_FREE_SCHEDULES = ("constant", "epoch_drops")
+SCHEDULE_FIELDS = group(
+    Field("lr_schedule", "constant", "constant | exponential (to the rate times lr_final_fraction at num_steps) | "
+          "hold_then_exponential | epoch_drops (times lr_drop_factor after each of lr_drop_epochs)",
+          choices=SCHEDULES),
+    Field("lr_final_fraction", 0.01, "the schedule's final rate as a fraction of the first", above=0),
+    Field("lr_decay_start", 0.5, "hold_then_exponential: fraction of num_steps at which the decay starts",
+          low=0, high=1),
+    Field("lr_decay_every", 0, "hold_then_exponential: 0 = smooth decay; K = one notch every K steps (the "
+          "official BiGAN code: an epoch)", low=0),
+    Field("lr_drop_epochs", (50, 1000), "epoch_drops: the epochs after which every rate is multiplied by "
+          "lr_drop_factor", low=1),
+    Field("lr_drop_factor", 0.1, "epoch_drops: the factor of each drop", above=0, high=1),
+)
+# Adam per network (models/optim.make_optimizer), the models trained with Adam.
+ADAMS = ("optax", "dcgan", "keras")
+ADAM_FIELDS = group(
+    Field("lr", 2e-4, "Adam's learning rate (its first value under a schedule)", above=0),
+    Field("b1", 0.5, "Adam's first-moment decay", low=0, below=1),
+    Field("b2", 0.999, "Adam's second-moment decay", low=0, below=1),
+    Field("adam", "optax", "optax = optax's Adam | dcgan = the official BiGAN code's (b1 decays by 1 - 1e-8 a "
+          "step) | keras = Keras 2's (eps 1e-7 on sqrt(v), one iteration counter shared by the networks)",
+          choices=ADAMS),
+    Field("weight_decay", 0.0, "L2 coefficient added to the gradient before Adam (not AdamW); 0 = none", low=0),
+)
+# The code and its prior (models/priors.make_prior); each model picks the ones it reads.
+PRIORS = ("gaussian", "uniform", "mixture2d", "swiss_roll")
+PRIORS_2D = ("mixture2d", "swiss_roll")
+PRIOR_FIELDS = group(
+    Field("latent_dim", 10, "size of the code z", low=1),
+    Field("prior", "gaussian", "the code's prior", choices=PRIORS),
+    Field("prior_scale", 1.0, "gaussian: standard deviation; 2-D priors: their scale", above=0),
+    Field("prior_low", 0.0, "uniform prior: lower end"),
+    Field("prior_high", 1.0, "uniform prior: upper end"),
+    Field("prior_radius", 2.0, "mixture2d: the components' distance from the origin", above=0),
+)
+# The Dense layers' initialisers (models/nets.dense).
+INITS = ("default", "glorot", "torch")
+INIT_FIELDS = group(
+    Field("init", "default", "Dense initialisers: default (Flax's LeCun normal, or N(0, init_std)) | glorot "
+          "(Keras) | torch (nn.Linear's)", choices=INITS),
+    Field("init_std", 0.0, "weights ~ N(0, init_std), biases 0; 0 = Flax's default (LeCun normal)", low=0),
+)
+
+
 # History. A saved config lacking a field takes the field's default (so a default changes only
 # with an entry here). Options removed (measured, not adopted: docs/results.md has their figures
 # and the commit that had them), with the value that means "off"; a saved config holding that

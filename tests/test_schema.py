@@ -3,6 +3,8 @@ variant's model lacks is unknown, saved configs migrate, and the library never i
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -11,9 +13,12 @@ import pytest
 from aaejax import configs
 from aaejax.models import registry
 from aaejax.configs import ConfigError
+from aaejax.models import nets
+from aaejax.models.schemas import BN_FLAVOURS, SCHEMAS
 from experiments import aae, bigan
 
 VARIANTS = [("aae", v) for v in aae.VARIANTS] + [("bigan", v) for v in bigan.VARIANTS]
+ALL_SCHEMAS = (*SCHEMAS["aae"].values(), SCHEMAS["bigan"])
 WRONG_TYPE = {bool: "yes", int: 1.5, float: "fast", str: 3, tuple: 5}
 
 
@@ -48,7 +53,7 @@ def test_every_wrong_value_of_every_field_is_refused_in_one_line_naming_it(model
     config = _config(model, variant)
     registry.validate_config(config, num_devices=1)  # the variant itself is valid
     values = config.to_dict()
-    schema = registry.model_class(config).SCHEMA
+    schema = registry.schema_of(config)
     tried = 0
     for name, field in schema.items():
         for wrong in _wrong_values(field):
@@ -61,8 +66,7 @@ def test_every_wrong_value_of_every_field_is_refused_in_one_line_naming_it(model
 @pytest.mark.parametrize("model,variant", VARIANTS)
 def test_a_field_of_another_model_is_unknown(model, variant):
     config = _config(model, variant)
-    others = {n for cls in (registry.MODELS["aae"] | {"bigan": registry.MODELS["bigan"]}).values()
-              for n in cls.SCHEMA} - set(config)
+    others = {n for schema in ALL_SCHEMAS for n in schema} - set(config)
     assert others, variant  # every model lacks some other model's fields
     for name in sorted(others):
         message = _refusal({**config.to_dict(), name: 1})
@@ -72,13 +76,24 @@ def test_a_field_of_another_model_is_unknown(model, variant):
 def test_each_field_is_declared_once():
     """A field of one name is one declaration (one meaning, one range) in every model that has it."""
     seen = {}
-    for cls in (*registry.MODELS["aae"].values(), registry.MODELS["bigan"]):
-        for name, field in cls.SCHEMA.items():
+    for schema in ALL_SCHEMAS:
+        for name, field in schema.items():
             assert seen.setdefault(name, field) is field, name
     declared = [node.args[0].value for path in Path(configs.__file__).parent.rglob("*.py")
                 for node in ast.walk(ast.parse(path.read_text()))
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Field"]
     assert sorted(declared) == sorted(seen)  # and no declaration is left unused
+
+
+def test_each_model_reads_its_schema_and_the_command_line_needs_no_jax():
+    for model, variant in VARIANTS:
+        config = _config(model, variant)
+        assert registry.model_class(config).SCHEMA is registry.schema_of(config)
+    assert set(BN_FLAVOURS) == set(nets.BN_FLAVOURS)
+    code = ("import sys; from experiments import aae, bigan; from aaejax.models import registry; "
+            "[registry.schema_of(m.get_config(v)) for m in (aae, bigan) for v in m.VARIANTS]; "
+            "assert 'jax' not in sys.modules, 'jax imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(configs.__file__).parents[1])
 
 
 def test_a_saved_config_migrates_to_its_models_fields():

@@ -36,7 +36,7 @@ def render() -> str:
             names = ", ".join(f"`{v}`" for v, _ in configs)
             out += [f"## {label}: {names} (`experiments/{model}.py`)", "",
                     f"| field | meaning | {first_name} | other variants |", "|---|---|---|---|"]
-            for name, field in registry.model_class(first).SCHEMA.items():
+            for name, field in registry.schema_of(first).items():
                 others = "; ".join(f"{v}: {_value(c[name])}" for v, c in rest
                                    if c[name] != first[name] and name != "variant")
                 doc = field.describe().replace("|", chr(92) + "|")

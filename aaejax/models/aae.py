@@ -22,42 +22,22 @@ import jax.numpy as jnp
 
 from aaejax.data import images
 from aaejax.models import losses
-from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
-from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.models.priors import PRIOR_FIELDS, PRIORS_2D, make_prior
+from aaejax.configs import PRIORS_2D
+from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.models.optim import make_optimizers
+from aaejax.models.priors import make_prior
+from aaejax.models.schemas import SCHEMAS
 from aaejax.models.protocol import ConfigEquality
 from aaejax.models.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "discriminator")
-D_UPDATES = ("averaged", "two_batches")
-AAE_KINDS = ("basic", "categorical", "paper")
-# The AAE family's fields; the categorical AAE (aae_categorical.py) and the paper's method
-# (aae_paper.py) pick theirs from these.
-AAE_FIELDS = group(
-    Field("aae_kind", "basic", "which AAE, set by the variant: basic = a continuous code | categorical = "
-          "category + style codes (aae_categorical.py) | paper = the paper's own method (aae_paper.py)",
-          choices=AAE_KINDS),
-    Field("hidden", (512, 512), "encoder and decoder hidden widths", low=1),
-    Field("disc_hidden", (512, 256), "latent discriminator hidden widths", low=1),
-    Field("num_classes", 10, "classes of the labels", low=2),
-    Field("recon_weight", 0.999, "weight of the reconstruction MSE ([-1, 1] pixels) in the autoencoder's loss",
-          low=0),
-    Field("adv_weight", 0.001, "weight of the adversarial (fooling) loss in the autoencoder's loss", low=0),
-    Field("d_update", "averaged", "averaged = one D update on the mean of its real and fake losses | "
-          "two_batches = one on each in turn (Keras-GAN)", choices=D_UPDATES),
-    Field("prior_conditioned", False, "D also sees the one-hot label, the prior sample comes from the label's "
-          "component (2-D priors, paper Figure 4)"),
-    Field("supervised", False, "the decoder also gets the one-hot label; the code holds the style (paper "
-          "Figure 6)"),
-)
 
 
 class AAE(ConfigEquality):
     """The trainer's model protocol (aaejax/models/protocol.py) for the AAE with a continuous prior."""
 
     name = "aae"
-    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **PRIOR_FIELDS, **AAE_FIELDS}
+    SCHEMA = SCHEMAS["aae"]["basic"]
 
     def __init__(self, config):
         self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality

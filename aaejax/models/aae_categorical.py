@@ -31,36 +31,14 @@ import numpy as np
 
 from aaejax.data import augment, batching, images
 from aaejax.models import losses
-from aaejax.models.aae import AAE_FIELDS
-from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
-from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.models.priors import PRIOR_FIELDS, Gaussian
+from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
+from aaejax.models.optim import make_optimizers
+from aaejax.models.priors import Gaussian
+from aaejax.models.schemas import SCHEMAS
 from aaejax.models.protocol import ConfigEquality
 from aaejax.models.state import NetState, TrainState
 
 NETS = ("encoder", "decoder", "disc_category", "disc_style")
-PHASES = ("joint", "sequential")
-# The categorical code's fields (the paper's method, aae_paper.py, picks three of them).
-CATEGORICAL_FIELDS = group(
-    Field("num_categories", 10, "categories K of the code (paper's method: 0 = none, Table 1)", low=0),
-    Field("style_dim", 10, "size of the style code", low=1),
-    Field("num_labels", 0, "labelled examples (class-balanced, chosen by the seed); 0 = clustering; the paper's "
-          "method: -1 = every training label", low=-1),
-    Field("labelled_batch_size", 100, "labelled examples per step", low=1),
-    Field("supervised_weight", 1.0, "weight of the cross-entropy on the labelled batch", low=0),
-    Field("phases", "joint", "joint = one weighted update | sequential = the paper's three phases", choices=PHASES),
-    Field("balance_weight", 0.0, "weight of KL(batch-mean y || uniform) in the encoder's loss: keeps every "
-          "category in use", low=0),
-    Field("input_noise", 0.0, "std of Gaussian noise on the encoder's input (categorical: [-1, 1] scale; the "
-          "paper's method: [0, 1]); 0 = none", low=0),
-    Field("labelled_recon", False, "also rebuild the labelled images from their true label"),
-    Field("labelled_shift", 0, "random shift of the labelled images, pixels", low=0, high=14),
-    Field("consistency_weight", 0.0, "weight of KL(y(x) || y(view of x)) on the unlabelled batch (not in the "
-          "paper)", low=0),
-    Field("consistency_shift", 2, "the view's random shift, pixels", low=1, high=14),
-    Field("augment_rotation", 0.0, "random rotation of the labelled images and the view, degrees", low=0, high=180),
-)
 
 
 def add_trees(a, b):
@@ -72,9 +50,7 @@ class CategoricalAAE(ConfigEquality):
     """The trainer's model protocol (aaejax/models/protocol.py) for the semi-supervised / clustering AAE."""
 
     name = "aae"
-    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"), **pick(PRIOR_FIELDS, "prior_scale"),
-              **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes recon_weight adv_weight"),
-              **CATEGORICAL_FIELDS}
+    SCHEMA = SCHEMAS["aae"]["categorical"]
     needs_labels = False  # decode() takes labels only to replace the code's category part
 
     def __init__(self, config):

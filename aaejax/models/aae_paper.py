@@ -27,12 +27,10 @@ import numpy as np
 
 from aaejax.data import batching, images
 from aaejax.models import losses
-from aaejax.models.aae import AAE_FIELDS
-from aaejax.models.aae_categorical import CATEGORICAL_FIELDS
-from aaejax.configs import COMMON, pick
-from aaejax.models.nets import INIT_FIELDS, IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
-from aaejax.models.optim import PHASE_FIELDS, SCHEDULE_FIELDS, make_phase_optimizers
-from aaejax.models.priors import PRIOR_FIELDS, Gaussian
+from aaejax.models.nets import IMAGE_SHAPE, PaperDecoder, PaperDiscriminator, PaperEncoder
+from aaejax.models.optim import make_phase_optimizers
+from aaejax.models.priors import Gaussian
+from aaejax.models.schemas import SCHEMAS
 from aaejax.models.protocol import ConfigEquality
 from aaejax.models.state import NetState, TrainState
 
@@ -44,9 +42,7 @@ class PaperAAE(ConfigEquality):
     """The trainer's model protocol (aaejax/models/protocol.py) for the AAE paper's own method."""
 
     name = "aae"
-    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, **pick(INIT_FIELDS, "init_std"),
-              **pick(PRIOR_FIELDS, "latent_dim prior_scale"), **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes"),
-              **pick(CATEGORICAL_FIELDS, "num_categories num_labels input_noise")}
+    SCHEMA = SCHEMAS["aae"]["paper"]
     needs_labels = False
 
     def __init__(self, config):

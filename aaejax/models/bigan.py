@@ -24,41 +24,14 @@ import jax.numpy as jnp
 
 from aaejax.data import batching, images
 from aaejax.models import losses
-from aaejax.configs import COMMON, Field, group, pick
-from aaejax.models.nets import BN_FLAVOURS, INIT_FIELDS, IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
-from aaejax.models.optim import ADAM_FIELDS, SCHEDULE_FIELDS, make_optimizers
-from aaejax.models.priors import PRIOR_FIELDS, make_prior
+from aaejax.models.nets import IMAGE_SHAPE, BiGANEncoder, BiGANGenerator, JointDiscriminator
+from aaejax.models.optim import make_optimizers
+from aaejax.models.priors import make_prior
+from aaejax.models.schemas import SCHEMAS
 from aaejax.models.protocol import ConfigEquality
 from aaejax.models.state import NetState, TrainState, all_finite
 
 NETS = ("generator", "encoder", "discriminator")
-GE_LOSSES = ("flipped", "minimax")
-Z_INPUTS = ("concat", "hidden")
-UPDATE_ORDERS = ("d_first", "simultaneous")
-BIGAN_FIELDS = group(
-    Field("g_hidden", (1024, 1024), "generator hidden widths", low=1),
-    Field("e_hidden", (1024, 1024), "encoder hidden widths", low=1),
-    Field("d_hidden", (1024, 1024), "discriminator hidden widths", low=1),
-    Field("hidden_bias", True, "biases in the hidden layers"),
-    Field("output_bias", True, "biases in the output layers"),
-    Field("bn_affine", True, "BatchNorm with learned scale and offset"),
-    Field("bn_flavour", "flax", "BatchNorm numerics: flax (eps 1e-5) | official (eps 1e-8, unbiased deploy "
-          "variance) | torch", choices=tuple(BN_FLAVOURS)),
-    Field("bn_eval_batches", 50, "training batches over which BatchNorm population statistics are recomputed "
-          "for evaluation", low=1),
-    Field("z_input", "concat", "where z enters D: concat (with x, first layer) | hidden (linearly at the second "
-          "layer, before BN)", choices=Z_INPUTS),
-    Field("zero_output", False, "D's output weights start at zero"),
-    Field("g_z_skip", False, "G's later hidden layers also get a linear map of z (before BN)"),
-    Field("g_bn_first", True, "BatchNorm after G's first hidden layer too (the PyTorch seed program has none "
-          "there)"),
-    Field("ge_loss", "flipped", "G's and E's loss: flipped (non-saturating, labels swapped) | minimax (minus D's "
-          "loss)", choices=GE_LOSSES),
-    Field("loss_scale", 1.0, "each loss is loss_scale * (BCE on the real pairs + BCE on the fake pairs); "
-          "official 0.5", above=0),
-    Field("update_order", "d_first", "d_first = G/E against the updated D | simultaneous = all three from the "
-          "same state", choices=UPDATE_ORDERS),
-)
 
 
 def _forward(module, net: NetState, params, inputs):
@@ -72,8 +45,7 @@ class BiGAN(ConfigEquality):
     """The trainer's model protocol (aaejax/models/protocol.py) for the BiGAN."""
 
     name = "bigan"
-    SCHEMA = {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS,
-              **pick(PRIOR_FIELDS, "latent_dim prior prior_low prior_high"), **BIGAN_FIELDS}
+    SCHEMA = SCHEMAS["bigan"]
     needs_labels = False
 
     def __init__(self, config):

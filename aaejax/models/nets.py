@@ -16,16 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aaejax.configs import Field, group
+from aaejax.configs import INITS
 
 IMAGE_SHAPE = (28, 28, 1)
 IMAGE_DIM = 28 * 28
-INITS = ("default", "glorot", "torch")
-INIT_FIELDS = group(
-    Field("init", "default", "Dense initialisers: default (Flax's LeCun normal, or N(0, init_std)) | glorot "
-          "(Keras) | torch (nn.Linear's)", choices=INITS),
-    Field("init_std", 0.0, "weights ~ N(0, init_std), biases 0; 0 = Flax's default (LeCun normal)", low=0),
-)
 
 
 def leaky_relu(x):

@@ -12,37 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aaejax.configs import Field, group
+from aaejax.configs import SCHEDULES
 
-SCHEDULES = ("constant", "exponential", "hold_then_exponential", "epoch_drops")
-# Schedules laid out in epochs, not over num_steps: a run under one may be extended (--steps).
-STEP_FREE_SCHEDULES = ("constant", "epoch_drops")
-ADAMS = ("optax", "dcgan", "keras")
 
-# The learning-rate schedule (make_schedule), shared by every model.
-SCHEDULE_FIELDS = group(
-    Field("lr_schedule", "constant", "constant | exponential (to the rate times lr_final_fraction at num_steps) | "
-          "hold_then_exponential | epoch_drops (times lr_drop_factor after each of lr_drop_epochs)",
-          choices=SCHEDULES),
-    Field("lr_final_fraction", 0.01, "the schedule's final rate as a fraction of the first", above=0),
-    Field("lr_decay_start", 0.5, "hold_then_exponential: fraction of num_steps at which the decay starts",
-          low=0, high=1),
-    Field("lr_decay_every", 0, "hold_then_exponential: 0 = smooth decay; K = one notch every K steps (the "
-          "official BiGAN code: an epoch)", low=0),
-    Field("lr_drop_epochs", (50, 1000), "epoch_drops: the epochs after which every rate is multiplied by "
-          "lr_drop_factor", low=1),
-    Field("lr_drop_factor", 0.1, "epoch_drops: the factor of each drop", above=0, high=1),
-)
-# Adam per network (make_optimizer).
-ADAM_FIELDS = group(
-    Field("lr", 2e-4, "Adam's learning rate (its first value under a schedule)", above=0),
-    Field("b1", 0.5, "Adam's first-moment decay", low=0, below=1),
-    Field("b2", 0.999, "Adam's second-moment decay", low=0, below=1),
-    Field("adam", "optax", "optax = optax's Adam | dcgan = the official BiGAN code's (b1 decays by 1 - 1e-8 a "
-          "step) | keras = Keras 2's (eps 1e-7 on sqrt(v), one iteration counter shared by the networks)",
-          choices=ADAMS),
-    Field("weight_decay", 0.0, "L2 coefficient added to the gradient before Adam (not AdamW); 0 = none", low=0),
-)
 
 
 def steps_per_epoch(config) -> int:
@@ -175,14 +147,6 @@ def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7,
 # The AAE paper's phases and the rate / momentum fields of each (aaejax/models/aae_paper.py).
 PHASES = {"recon": ("lr_recon", "momentum_recon"), "adv": ("lr_adv", "momentum_adv"),
           "supervised": ("lr_supervised", "momentum_supervised")}
-PHASE_FIELDS = group(
-    Field("lr_recon", 0.01, "SGD rate of the reconstruction phase", above=0),
-    Field("momentum_recon", 0.9, "momentum of the reconstruction phase", low=0, below=1),
-    Field("lr_adv", 0.1, "SGD rate of the discriminators and of the encoder as generator", above=0),
-    Field("momentum_adv", 0.1, "momentum of the discriminators and of the encoder as generator", low=0, below=1),
-    Field("lr_supervised", 0.1, "SGD rate of the semi-supervised (cross-entropy) phase", above=0),
-    Field("momentum_supervised", 0.9, "momentum of the semi-supervised phase", low=0, below=1),
-)
 
 
 def make_phase_optimizers(config) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from aaejax.configs import Field, group
+from aaejax.configs import PRIORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,18 +81,7 @@ class SwissRoll2D:
         return jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)], -1)
 
 
-PRIORS = ("gaussian", "uniform", "mixture2d", "swiss_roll")
-PRIORS_2D = ("mixture2d", "swiss_roll")
 
-# The code and its prior (make_prior); each model picks the ones it reads.
-PRIOR_FIELDS = group(
-    Field("latent_dim", 10, "size of the code z", low=1),
-    Field("prior", "gaussian", "the code's prior", choices=PRIORS),
-    Field("prior_scale", 1.0, "gaussian: standard deviation; 2-D priors: their scale", above=0),
-    Field("prior_low", 0.0, "uniform prior: lower end"),
-    Field("prior_high", 1.0, "uniform prior: upper end"),
-    Field("prior_radius", 2.0, "mixture2d: the components' distance from the origin", above=0),
-)
 
 
 def make_prior(config):

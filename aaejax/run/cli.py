@@ -72,7 +72,7 @@ def _schema(argv: list[str], exp: Experiment) -> dict:
 
     variant = _variant(argv, exp)
     config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
-    return registry.model_class(config).SCHEMA
+    return registry.schema_of(config)
 
 
 def help_text(exp: Experiment, argv: list[str] = ()) -> str:
@@ -93,7 +93,7 @@ def help_text(exp: Experiment, argv: list[str] = ()) -> str:
              f"  --config=experiments/{exp.name}.py:VARIANT   a named config: {', '.join(exp.variants)}",
              "", f"config fields of {label} (--config.FIELD=VALUE; defaults of the {config.variant} variant; "
                  f"another variant's: --config=experiments/{exp.name}.py:VARIANT --help):"]
-    for name, field in registry.model_class(config).SCHEMA.items():
+    for name, field in registry.schema_of(config).items():
         lines.append(f"  {name:<26} {str(config[name]):<16} {field.describe()}")
     return "\n".join(lines)
 
@@ -135,8 +135,26 @@ def _explain(error: BaseException, exp: Experiment, argv: list[str]) -> str:
 
 def parse(argv: list[str], exp: Experiment):
     """argv -> (the config, validated; the run flags). UsageError (one line) for any mistake."""
-    from aaejax.models import registry
+    config, fv = parse_flags(argv, exp)
+    validate(config)
+    return config, fv
+
+
+def validate(config) -> None:
+    """UsageError (one line) for a value the model does not allow (registry.validate_config)."""
     from aaejax.configs import ConfigError
+    from aaejax.models import registry
+
+    try:
+        registry.validate_config(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def parse_flags(argv: list[str], exp: Experiment):
+    """argv -> (the config, not yet validated; the run flags), without JAX. UsageError (one line)
+    for a mistake in the flags themselves."""
+    from aaejax.models import registry
 
     fv = flags.FlagValues()
     try:  # config_flags reads the --config.FIELD overrides when the flag is defined; errors surface late
@@ -160,10 +178,6 @@ def parse(argv: list[str], exp: Experiment):
             config.seed = fv.seed
     if config.model != exp.name:
         raise UsageError(f"this is the {exp.name} experiment, but the config is for {config.model!r}")
-    try:
-        registry.validate_config(config)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
     return config, fv
 
 
@@ -172,13 +186,14 @@ def run(exp: Experiment) -> None:
     if {"-h", "--help", "--helpfull", "-?"} & set(sys.argv[1:]):
         print(help_text(exp, sys.argv[1:]))
         sys.exit(0)
-    from aaejax.run import parallel
-
     flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults (its logging asks)
-    # Multi-process jobs join up before anything touches a device (see parallel.initialize_distributed).
-    parallel.initialize_distributed()
     try:
-        config, fv = parse(sys.argv, exp)
+        config, fv = parse_flags(sys.argv, exp)
+        from aaejax.run import parallel
+
+        # Multi-process jobs join up before anything touches a device (parallel.initialize_distributed).
+        parallel.initialize_distributed()
+        validate(config)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -27,7 +27,7 @@ from aaejax.models import registry
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
 from aaejax.run.files import write_atomic
-from aaejax.models.optim import STEP_FREE_SCHEDULES
+from aaejax.configs import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 ARTIFACTS = ("checkpoints", "checkpoints_unreadable", "samples", "tensorboard", "eval", "metrics.jsonl",
              "eval.json", "config.json")
 # Fields that may change when a run is resumed (they don't change what is learned). num_steps
-# only under a schedule not laid out over num_steps (optim.STEP_FREE_SCHEDULES).
+# only under a schedule not laid out over num_steps (configs.STEP_FREE_SCHEDULES).
 RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps",
                     "eval_every", "checkpoint_seconds")
 
