@@ -3,7 +3,7 @@
 Variants (--config=experiments/aae.py:<variant>):
 - `seed` (default): Keras-GAN's `aae/aae.py` as it runs (10-d N(0, I) prior, Glorot init, Keras's
   Adam with its shared iteration counter, D's two `train_on_batch` calls, batches drawn with
-  replacement); docs/results.md (Remaining differences) lists what stays different and why.
+  replacement); docs/reproductions.md (Remaining differences) lists what stays different and why.
 - `parzen_keras`: the seed's losses and Adam at the paper's Table 1 code (8-d Gaussian prior with
   std 5), 1200 hidden units: not the paper's method (that is `paper_parzen`).
 - `mixture`, `swiss_roll`: 2-D priors (a mixture of 10 Gaussians, a swiss roll); `mixture_cond`,

@@ -3,12 +3,12 @@
 Variants (--config=experiments/bigan.py:<variant>):
 - `official` (default): the official Theano code (github.com/jeffdonahue/bigan, `train_mnist.sh`,
   the permutation-invariant BiGAN, u-50) line by line: the comments below give every choice,
-  docs/results.md (Remaining differences) the differences that remain.
+  docs/reproductions.md (Remaining differences) the differences that remain.
 - `seed`: the PyTorch program of Papers-in-100-Lines-of-Code (tests/references/torch_bigan.py) as it
   runs: z ~ U[0, 1)^50, biases everywhere, BatchNorm without scale/offset (none after G's first
   layer), PyTorch's init, one minimax objective, simultaneous updates, Adam with L2 2.5e-5,
   187 500 steps of independently drawn batches, the rate lowered every step of the second half
-  to 1 %; docs/results.md (Remaining differences) lists what stays different and why.
+  to 1 %; docs/reproductions.md (Remaining differences) lists what stays different and why.
 """
 
 if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
