@@ -119,11 +119,24 @@ def _free_memory() -> int | None:
         return None
 
 
-def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> LoadedModel:
+def deploy_statistics(model, config, state, step: int, seed_index: int, dataset=None):
+    """model.prepare_eval of one model's state at `step`, on the run's training images and with
+    its evaluation key at that step: the statistics the trainer saves at its boundaries."""
+    from aaejax.data import datasets
+
+    dataset = dataset or datasets.load(config.dataset, config.data_dir or None, config.data_mirror or None)
+    images_, _ = datasets.training_examples(dataset, config)
+    key = jax.random.fold_in(seed_keys(int(config.seed) + seed_index)[3], step)
+    return jax.jit(model.prepare_eval)(state, jnp.asarray(images_), key)
+
+
+def load(workdir: str | Path, seed_index: int = 0, step: int | None = None, dataset=None) -> LoadedModel:
     """Loads the newest readable checkpoint of the run in `workdir` (or that of `step`); of a
     multi-seed run (config.num_seeds > 1), model `seed_index` (trained from seed config.seed +
     seed_index). step=0 without a checkpoint of step 0: the run's initial state, recreated from
-    its seed (BatchNorm population statistics not computed: see model.prepare_eval)."""
+    its seed (BatchNorm population statistics not computed: see model.prepare_eval). A checkpoint
+    saved by a stop without them (its meta says deploy_stats: false) gets them here, as the
+    trainer computes them, from `dataset` (default: the run's, loaded)."""
     workdir = Path(workdir)
     config = rundir.read_config(workdir)
     # Loaded onto one device whatever the run's sharding, so the device count here need not match.
@@ -145,6 +158,8 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None) -> L
             state, step = ckpt.restore(target, step=step)
             if state is not None and num_seeds > 1:
                 state = jax.tree_util.tree_map(lambda x: x[seed_index], state)
+            if state is not None and ckpt.read_meta(step).get("deploy_stats") is False:
+                state = deploy_statistics(model, config, state, step, seed_index, dataset)
     finally:
         ckpt.close()
     if state is None:

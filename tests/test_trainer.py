@@ -1,6 +1,7 @@
 """The shared trainer, checkpoints, the command line and the load API, end to end."""
 
 import json
+import shutil
 import os
 import re
 import subprocess
@@ -463,3 +464,25 @@ def test_sigkill_mid_save_and_mid_chunk_then_resume_is_bit_identical(tmp_path):
     chex.assert_trees_all_equal(aaejax.load(tmp_path / "full").state, aaejax.load(killed).state)
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(5, 61, 5))  # every logged step once, in order
+
+
+def test_a_stops_checkpoint_skips_the_deploy_statistics_and_load_computes_them(tmp_path, bars):
+    """A stop saves at once (the official BiGAN's statistics take 5 s on 2 cores): its meta says
+    deploy_stats: false, and aaejax.load computes exactly the statistics a boundary save holds."""
+    config = tiny_bigan_config(num_steps=20)
+    trainer.train(config, tmp_path / "run", bars)
+    saved = aaejax.load(tmp_path / "run", dataset=bars)
+    (tmp_path / "stopped").mkdir()
+    run = trainer.Run(config, tmp_path / "stopped", registry.build_model(config), bars)
+    ckpt = Checkpointer(tmp_path / "run" / "checkpoints", read_only=True)
+    raw, _ = ckpt.restore(abstract_like(saved.state), step=20)
+    ckpt.close()
+    # G's and E's statistics as if never computed (prepare_eval recomputes those; D's are training's).
+    raw = raw.replace(nets={**raw.nets, **{n: raw.nets[n].replace(batch_stats=jax.tree_util.tree_map(
+        jnp.zeros_like, raw.nets[n].batch_stats)) for n in ("generator", "encoder")}})
+    run.save(20, raw, deploy_stats=False)
+    run.ckpt.close()
+    shutil.copy(tmp_path / "run" / "config.json", tmp_path / "stopped" / "config.json")
+    assert Checkpointer(tmp_path / "stopped" / "checkpoints", read_only=True).read_meta(20)["deploy_stats"] is False
+    loaded = aaejax.load(tmp_path / "stopped", dataset=bars)
+    chex.assert_trees_all_equal(loaded.state.nets, saved.state.nets)

@@ -228,3 +228,12 @@ def load(name: str = "mnist", data_dir: str | None = None, mirror: str | None = 
         f"original IDX .gz files (train-images-idx3-ubyte.gz, ...), point ${download.MIRROR_ENV} at a mirror "
         f"of them, or prepare a TFDS data dir. Tried: " + "; ".join(tried)
     )
+
+
+def training_examples(dataset: Dataset, config) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels a run trains on: all of the training split, or (data_split
+    "official") the official BiGAN code's 50 000 of them."""
+    if config.data_split == "official":
+        idx, _ = official_split(len(dataset.train_images))
+        return dataset.train_images[idx], dataset.train_labels[idx]
+    return dataset.train_images, dataset.train_labels

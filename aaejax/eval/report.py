@@ -107,17 +107,11 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     from aaejax.eval import metrics as ev
     from aaejax.data import images
     from aaejax.models import protocol
-    from aaejax.models.state import seed_keys
 
-    m = aaejax.load(workdir, seed_index, step=step)
+    m = aaejax.load(workdir, seed_index, step=step, dataset=dataset)
     ds = dataset
     if step == 0:  # the initial state: population statistics as the trainer computes them
-        from aaejax.run import trainer
-
-        train_images, _ = trainer.training_examples(ds, m.config)
-        eval_key = seed_keys(int(m.config.seed) + seed_index)[3]
-        m.state = trainer.prepare_evals(m.state, jnp.asarray(train_images), jax.random.fold_in(eval_key, 0),
-                                        model=m.model, num_seeds=1)
+        m.state = aaejax.api.deploy_statistics(m.model, m.config, m.state, 0, seed_index, ds)
     train_u8 = jnp.asarray(ds.train_images)  # on the device once: the baselines read it too
     test, train = images.unit(jnp.asarray(ds.test_images)), images.unit(train_u8)
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,

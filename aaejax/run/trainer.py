@@ -188,13 +188,9 @@ def prepare_evals(state, train_images: jax.Array, keys: jax.Array, *, model, num
     return Seeds(num_seeds).map(model.prepare_eval, (0, None, 0))(state, train_images, keys)
 
 
-def training_examples(dataset: data_lib.Dataset, config) -> tuple[np.ndarray, np.ndarray]:
-    """The images and labels a run trains on: all of the training split, or (data_split
-    "official") the official BiGAN code's 50 000 of them."""
-    if config.data_split == "official":
-        idx, _ = data_lib.official_split(len(dataset.train_images))
-        return dataset.train_images[idx], dataset.train_labels[idx]
-    return dataset.train_images, dataset.train_labels
+def has_batch_stats(state) -> bool:
+    """Whether any of the state's networks has BatchNorm statistics (the BiGAN's do)."""
+    return bool(jax.tree_util.tree_leaves([net.batch_stats for net in state.nets.values()]))
 
 
 def state_is_finite(state) -> jax.Array:
@@ -227,7 +223,7 @@ class Run:
         self.config, self.workdir, self.model = config, workdir, model
         self.primary = jax.process_index() == 0
         self.seeds, self.layout = Seeds(int(config.num_seeds)), parallel.Layout(config)
-        train_images, train_labels = training_examples(dataset, config)
+        train_images, train_labels = data_lib.training_examples(dataset, config)
         self.images = self.layout.put_replicated(train_images)  # uint8 on every device, once
         self.labels = self.layout.put_replicated(train_labels)
         self.fixed_inputs = images.unit(jnp.asarray(dataset.test_images[:64]))
@@ -318,10 +314,14 @@ class Run:
         """Since the run's last checkpoint was saved (or since it started)."""
         return time.perf_counter() - self.last_save
 
-    def save(self, step: int, state) -> None:
+    def save(self, step: int, state, deploy_stats: bool = True) -> None:
+        """Saves `state`; deploy_stats=False: its BatchNorm population statistics were not
+        computed (eval_state), so the meta says so and aaejax.load computes them."""
         self.last_save = time.perf_counter()
         meta = {"model": self.config.model, "step": step, "num_seeds": self.seeds.n,
                 "config": rundir.config_dict(self.config)}
+        if not deploy_stats and has_batch_stats(state):
+            meta["deploy_stats"] = False
         self.ckpt.save(step, state, meta)
 
     def sample_images(self, state) -> tuple:
@@ -659,9 +659,11 @@ def _ahead(plan: ChunkPlan, timer: StepTimer, length: int) -> int:
 
 
 def _stop(run: Run, state, step: int, signum) -> None:
-    """A stop requested by a signal, with no chunk in flight: saves the state, then interrupts."""
+    """A stop requested by a signal, with no chunk in flight: saves the state, then interrupts.
+    The BatchNorm population statistics are left to whoever loads it (aaejax.load computes
+    them): the official BiGAN's take 5 s on 2 CPU cores, and a stop must be prompt."""
     if step not in run.ckpt.steps():
-        run.save(step, run.eval_state(state, step))
+        run.save(step, state, deploy_stats=False)
     log.warning("stopped by signal %s at step %d; checkpoint saved", signum, step)
     raise KeyboardInterrupt(f"signal {signum}")
 
