@@ -1,11 +1,11 @@
 """Config fields, each declared once: name, default, allowed values or range, one-line meaning.
 
-A `Field` is declared in the module whose code reads it (the shared ones below: data, run,
-logging, scale; the schedule and Adam in optim.py; the prior in priors.py; the initialisers in
-models.py; each model's own in its module). A model's `SCHEMA` picks its fields; from it alone
-come its `ml_collections` config (`new_config`), the checks of every value (`check`), `--help`,
-docs/options.md and the reading of configs saved by earlier code (`fill_defaults`). A model's
-`validate` keeps only the rules that tie fields together.
+The fields every model shares are declared here (data, run, logging, scale; the schedule, Adam,
+the prior, the initialisers), each model's own in models/schemas.py, which also holds each
+model's SCHEMA: the fields it has, some narrowed (`Field.restrict`). From a SCHEMA alone come the
+model's `ml_collections` config (`new_config`), the checks of every value (`check`), `--help`,
+docs/options.md and the reading of configs saved by earlier code (`migrate`). A model's
+`validate` keeps only the rules that tie fields together. No JAX is imported here.
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class Field:
                  f"<= {self.high:g}" if self.high is not None else "", f"< {self.below:g}" if self.below is not None else ""]
         return " and ".join(p for p in parts if p)
 
+    def restrict(self, **changes) -> "Field":
+        """This field as one model has it: a narrower range or fewer choices, its own default or
+        wording (`dataclasses.replace`). Still one declaration: the name and type are this one's."""
+        return dataclasses.replace(self, **changes)
+
     def describe(self) -> str:
         """The meaning with the allowed values, for --help and docs/options.md."""
         if self.choices and all(c in self.doc for c in self.choices):
@@ -116,10 +121,13 @@ def check(values, schema: dict[str, Field], model: str) -> None:
 
 
 # What every model has: the data, the run's length and seeds, artifacts, robustness, scale.
+DATASETS = ("mnist", "fashion_mnist")
+DATA_ORDERS = ("epochs", "stream", "random_subsets", "with_replacement")
+SHARD_MODES = ("auto", "seeds", "batch", "none")
 COMMON = group(
     Field("model", "", "which model: aae | bigan (set by the experiment module, not a flag)"),
     Field("variant", "", "the named config: set by --config=experiments/<model>.py:VARIANT, never on its own"),
-    Field("dataset", "mnist", "the images", choices=("mnist", "fashion_mnist")),
+    Field("dataset", "mnist", "the images", choices=DATASETS),
     Field("data_dir", "", "a prepared TFDS data dir to read first ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
     Field("data_mirror", "", "base URL to download the IDX .gz files from ('' = $AAEJAX_DATA_MIRROR, else "
           "TFDS's registered URLs)"),
@@ -128,17 +136,17 @@ COMMON = group(
     Field("num_steps", 10000, "training steps (also --steps)", low=0),
     Field("batch_size", 32, "examples per step", low=1, high=60000),
     Field("data_split", "all", "all = train on the 60 000 training images | official = the official BiGAN "
-          "code's fixed random 50 000 (the other 10 000 held out, data.official_split)", choices=("all", "official")),
+          "code's fixed random 50 000 (the other 10 000 held out, data.datasets.official_split)", choices=("all", "official")),
     Field("data_order", "epochs", "epochs = a fresh permutation per epoch, remainder dropped | stream = shuffled "
           "epochs read as one stream (the official BiGAN code) | random_subsets = each batch drawn on its own "
           "without replacement | with_replacement = each index drawn on its own",
-          choices=("epochs", "stream", "random_subsets", "with_replacement")),
+          choices=DATA_ORDERS),
     Field("skip_nonfinite", False, "False = stop at the first NaN/Inf, naming step and metric | True = skip such "
           "updates (optax.apply_if_finite)"),
     Field("max_consecutive_nonfinite", 10, "skip_nonfinite: stop after this many skipped updates in a row", low=1),
     Field("num_seeds", 1, "independent models trained at once, vmapped (seeds seed .. seed + num_seeds - 1)",
           low=1),
-    Field("shard", "auto", "how devices are used (aaejax/run/parallel.py)", choices=("auto", "seeds", "batch", "none")),
+    Field("shard", "auto", "how devices are used (aaejax/run/parallel.py)", choices=SHARD_MODES),
     Field("log_every", 200, "steps per metrics.jsonl line", low=1),
     Field("sample_every", 1000, "steps between sample grids (samples/*.png)", low=1),
     Field("checkpoint_every", 5000, "steps between checkpoints (see checkpoint_seconds)", low=1),
@@ -194,9 +202,10 @@ PRIOR_FIELDS = group(
 # The Dense layers' initialisers (models/nets.dense).
 INITS = ("default", "glorot", "torch")
 INIT_FIELDS = group(
-    Field("init", "default", "Dense initialisers: default (Flax's LeCun normal, or N(0, init_std)) | glorot "
+    Field("init", "default", "Dense initialisers: default (Flax's LeCun normal; see init_std) | glorot "
           "(Keras) | torch (nn.Linear's)", choices=INITS),
-    Field("init_std", 0.0, "weights ~ N(0, init_std), biases 0; 0 = Flax's default (LeCun normal)", low=0),
+    Field("init_std", 0.0, "weights ~ N(0, init_std), biases 0, in place of init's default; 0 = that default",
+          low=0),
 )
 
 

@@ -111,7 +111,6 @@ def paper_method(c: ml_collections.ConfigDict, variant: str) -> None:
     """The AAE paper's Appendix A, and nothing else; where it is silent, the simplest reading
     (docs/reproductions.md gives each setting's source)."""
     c.hidden = c.disc_hidden = (1000, 1000)
-    c.init_std = 0.01
     c.batch_size = 100
     c.lr_schedule = "epoch_drops"  # rates / 10 after epochs 50 and 1000
     c.prior_scale = 1.0

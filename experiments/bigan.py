@@ -28,11 +28,11 @@ OFFICIAL_STEPS_PER_EPOCH = -(-50000 // 128)
 
 
 def get_config(variant: str = "official") -> ml_collections.ConfigDict:
-    """The named variant: BiGAN's fields (aaejax/models/bigan.py's SCHEMA declares each and its default)
-    set as it needs."""
+    """The named variant: BiGAN's fields (aaejax/models/schemas.py declares each and its default) set
+    as it needs."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown bigan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    c = registry.new_config("bigan", variant=variant, batch_size=128, latent_dim=50, prior="uniform")
+    c = registry.new_config("bigan", variant=variant, batch_size=128, latent_dim=50)
     c.lr_schedule = "exponential"
     c.lr_final_fraction = 0.1
     c.lr_decay_start = 0.5

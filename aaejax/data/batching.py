@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ORDERS = ("epochs", "stream", "random_subsets", "with_replacement")
 
 
 def epoch_permutation(key, epoch, n: int):

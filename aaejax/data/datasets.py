@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aaejax.configs import DATASETS
 from aaejax.run import console
 from aaejax.data import download
 
 IDX_ENV = "AAEJAX_IDX_DIR"
-DATASETS = ("mnist", "fashion_mnist")
 SPLIT_SIZES = {"train": 60000, "test": 10000}
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

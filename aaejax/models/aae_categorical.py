@@ -326,9 +326,7 @@ class CategoricalAAE(ConfigEquality):
     def validate(config) -> None:
         """Raises ValueError for categorical-AAE settings that make no sense together
         (configs.check has checked each field on its own)."""
-        if config.num_categories < 2:
-            raise ValueError(f"num_categories must be >= 2, got {config.num_categories}")
-        if config.num_labels < 0 or config.num_labels % config.num_classes:
+        if config.num_labels % config.num_classes:
             raise ValueError(f"num_labels must be a multiple of num_classes ({config.num_classes}), got "
                              f"{config.num_labels}")
         if config.num_labels and config.num_categories != config.num_classes:

@@ -283,5 +283,6 @@ class PaperAAE(ConfigEquality):
             raise ValueError("the Parzen protocol chooses sigma on held-out images: set data_split='official'")
         if config.num_categories and not config.num_labels and config.data_split != "official":
             raise ValueError("the clustering protocol labels clusters from held-out images: set data_split='official'")
-        if config.init_std <= 0:
-            raise ValueError(f"init_std must be > 0 (the paper's N(0, 0.01) has no Flax default), got {config.init_std}")
+        if config.skip_nonfinite:
+            raise ValueError("the paper's method has no skipping of non-finite updates (its SGD is not wrapped "
+                             "in apply_if_finite): set skip_nonfinite=False")

@@ -240,7 +240,7 @@ class BiGAN(ConfigEquality):
         return None
 
     def report(self, state: TrainState, dataset) -> dict:
-        """The official code's feature scores (evaluation.official_bigan_protocol)."""
+        """The official code's feature scores (eval.metrics.official_bigan_protocol)."""
         from aaejax.eval import metrics as ev
 
         features = jax.jit(self.features)
@@ -252,7 +252,8 @@ class BiGAN(ConfigEquality):
     def validate(config) -> None:
         """Raises ValueError for BiGAN settings that make no sense together (configs.check has
         checked each field on its own)."""
-        if config.prior != "uniform" or not config.prior_low < config.prior_high:
-            raise ValueError("BiGAN needs prior='uniform' with prior_low < prior_high (E's output range)")
+        if not config.prior_low < config.prior_high:
+            raise ValueError(f"prior_low must be < prior_high (E's output range), got {config.prior_low}, "
+                             f"{config.prior_high}")
         if config.z_input == "hidden" and len(config.d_hidden) < 2:
             raise ValueError("z_input='hidden' adds z at D's second layer: d_hidden needs at least 2 layers")

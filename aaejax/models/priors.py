@@ -92,8 +92,8 @@ def make_prior(config):
     if name == "uniform":
         return Uniform(float(config.prior_low), float(config.prior_high))
     if name == "mixture2d":
-        return GaussianMixture2D(int(config.get("num_classes", 10)), float(config.get("prior_radius", 2.0)),
+        return GaussianMixture2D(int(config.num_classes), float(config.prior_radius),
                                  float(config.prior_scale))
     if name == "swiss_roll":
-        return SwissRoll2D(int(config.get("num_classes", 10)), float(config.prior_scale))
+        return SwissRoll2D(int(config.num_classes), float(config.prior_scale))
     raise ValueError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")

@@ -67,10 +67,16 @@ def build_model(config):
     return model_class(config)(config)
 
 
+def check_fields(config) -> None:
+    """ConfigError (one line) on the first field the model lacks or value it does not allow;
+    without JAX."""
+    configs.check(config, schema_of(config), model_label(config))
+
+
 def validate_config(config, num_devices: int | None = None) -> None:
     """Fails before any work on settings that make no sense (one clear line each): each field
     against the model's schema, then the rules that tie fields together."""
-    configs.check(config, schema_of(config), model_label(config))
+    check_fields(config)
     import jax
 
     from aaejax.run import parallel

@@ -39,10 +39,9 @@ AAE_FIELDS = group(
 
 # The categorical code's fields (the paper's method, aae_paper.py, picks three of them).
 CATEGORICAL_FIELDS = group(
-    Field("num_categories", 10, "categories K of the code (paper's method: 0 = none, Table 1)", low=0),
+    Field("num_categories", 10, "categories K of the code", low=0),
     Field("style_dim", 10, "size of the style code", low=1),
-    Field("num_labels", 0, "labelled examples (class-balanced, chosen by the seed); 0 = clustering; the paper's "
-          "method: -1 = every training label", low=-1),
+    Field("num_labels", 0, "labelled examples (class-balanced, chosen by the seed); 0 = clustering", low=-1),
     Field("labelled_batch_size", 100, "labelled examples per step", low=1),
     Field("supervised_weight", 1.0, "weight of the cross-entropy on the labelled batch", low=0),
     Field("phases", "joint", "joint = one weighted update | sequential = the paper's three phases", choices=PHASES),
@@ -93,6 +92,27 @@ BIGAN_FIELDS = group(
           "same state", choices=UPDATE_ORDERS),
 )
 
+# Where a model has a shared field with a narrower range, its own default or meaning.
+_CATEGORICAL_OWN = {
+    "num_categories": CATEGORICAL_FIELDS["num_categories"].restrict(low=2, doc="categories K of the code"),
+    "num_labels": CATEGORICAL_FIELDS["num_labels"].restrict(
+        low=0, doc="labelled examples (class-balanced, chosen by the seed); 0 = clustering"),
+    "input_noise": CATEGORICAL_FIELDS["input_noise"].restrict(
+        doc="std of Gaussian noise on the encoder's input ([-1, 1] pixels); 0 = none"),
+}
+_PAPER_OWN = {
+    "init_std": INIT_FIELDS["init_std"].restrict(default=0.01, low=None, above=0,
+                                                 doc="weights ~ N(0, init_std), biases 0 (the paper: 0.01)"),
+    "num_categories": CATEGORICAL_FIELDS["num_categories"].restrict(
+        doc="categories K of the code; 0 = none (Table 1's continuous code); not 1"),
+    "num_labels": CATEGORICAL_FIELDS["num_labels"].restrict(
+        doc="labelled examples (class-balanced, chosen by the seed); 0 = clustering; -1 = every training label"),
+    "input_noise": CATEGORICAL_FIELDS["input_noise"].restrict(
+        doc="std of Gaussian noise on the encoder's input ([0, 1] pixels); 0 = none"),
+}
+_BIGAN_PRIOR = PRIOR_FIELDS["prior"].restrict(default="uniform", choices=("uniform",),
+                                              doc="the code's prior: uniform on [prior_low, prior_high], E's output range")
+
 # Each model's fields: SCHEMAS[model][aae_kind] for the AAE, SCHEMAS["bigan"].
 SCHEMAS = {
     "aae": {
@@ -101,12 +121,12 @@ SCHEMAS = {
         "categorical": {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **pick(INIT_FIELDS, "init"),
                         **pick(PRIOR_FIELDS, "prior_scale"),
                         **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes recon_weight adv_weight"),
-                        **CATEGORICAL_FIELDS},
-        "paper": {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, **pick(INIT_FIELDS, "init_std"),
+                        **CATEGORICAL_FIELDS, **_CATEGORICAL_OWN},
+        "paper": {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, "init_std": _PAPER_OWN["init_std"],
                   **pick(PRIOR_FIELDS, "latent_dim prior_scale"),
                   **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes"),
-                  **pick(CATEGORICAL_FIELDS, "num_categories num_labels input_noise")},
+                  **pick(_PAPER_OWN, "num_categories num_labels input_noise")},
     },
-    "bigan": {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS,
-              **pick(PRIOR_FIELDS, "latent_dim prior prior_low prior_high"), **BIGAN_FIELDS},
+    "bigan": {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS, **pick(PRIOR_FIELDS, "latent_dim"),
+              "prior": _BIGAN_PRIOR, **pick(PRIOR_FIELDS, "prior_low prior_high"), **BIGAN_FIELDS},
 }

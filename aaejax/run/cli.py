@@ -140,13 +140,14 @@ def parse(argv: list[str], exp: Experiment):
     return config, fv
 
 
-def validate(config) -> None:
-    """UsageError (one line) for a value the model does not allow (registry.validate_config)."""
+def validate(config, fields_only: bool = False) -> None:
+    """UsageError (one line) for a value the model does not allow (registry.validate_config);
+    fields_only: each field on its own, without JAX (registry.check_fields)."""
     from aaejax.configs import ConfigError
     from aaejax.models import registry
 
     try:
-        registry.validate_config(config)
+        (registry.check_fields if fields_only else registry.validate_config)(config)
     except ConfigError as e:
         raise UsageError(str(e)) from None
 
@@ -189,6 +190,7 @@ def run(exp: Experiment) -> None:
     flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults (its logging asks)
     try:
         config, fv = parse_flags(sys.argv, exp)
+        validate(config, fields_only=True)  # a bad value answers at once, before JAX loads
         from aaejax.run import parallel
 
         # Multi-process jobs join up before anything touches a device (parallel.initialize_distributed).

@@ -23,10 +23,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from aaejax.configs import SHARD_MODES
+
 log = logging.getLogger(__name__)
 
 AXIS = "devices"
-MODES = ("auto", "seeds", "batch", "none")
 
 
 def initialize_distributed() -> bool:
@@ -74,8 +75,8 @@ def sync(name: str) -> None:
 
 def resolve_mode(config, num_devices: int) -> str:
     mode = config.shard
-    if mode not in MODES:
-        raise ValueError(f"unknown shard mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in SHARD_MODES:
+        raise ValueError(f"unknown shard mode {mode!r}; choose one of {', '.join(SHARD_MODES)}")
     seeds, batch = int(config.num_seeds), int(config.batch_size)
     if mode == "auto":
         if num_devices == 1:
