@@ -1,8 +1,9 @@
 """`aaejax.load(workdir)`: a trained model behind encode / decode / sample.
 
 Images in and out are float32 in [0, 1] shaped [N, 28, 28, 1]; each model converts to its own
-scale inside. Evaluation uses the checkpointed state, whose BatchNorm population statistics
-(BiGAN) were recomputed over training batches before it was saved, so results do not depend on
+scale inside. Evaluation uses the checkpointed state with its BatchNorm population statistics
+(BiGAN), recomputed over training batches before it was saved (or, for a checkpoint a stop
+saved in haste, here: `load` then reads the run's training images), so results do not depend on
 the batch a call is made with.
 """
 

@@ -54,7 +54,7 @@ def main(argv):
     if FLAGS.curve:
         try:
             return _curve_main(Path(FLAGS.workdir))
-        except (ConfigError, OSError) as e:
+        except (ConfigError, CheckpointError, OSError) as e:
             sys.exit(f"error: {e}")
     try:
         out = report.evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,

@@ -32,8 +32,8 @@ def batched(fn, x, *more, batch: int = 1000):
 
 
 def pieces(x: jax.Array, most: int = 1000) -> jax.Array:
-    """[N, ...] -> [N / size, size, ...] for lax.map inside jit, size the largest divisor of N up
-    to `most` (MNIST's 10 000 images: 1 000)."""
+    """[N, ...] -> [N / size, size, ...] for lax.map inside jit, size = gcd(N, most) (MNIST's
+    10 000 images: 1 000; a prime N: pieces of 1)."""
     return x.reshape(-1, math.gcd(x.shape[0], most), *x.shape[1:])
 
 

@@ -35,6 +35,17 @@ def curve(workdir: str | Path) -> list[dict]:
     return rows
 
 
+def _save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG, written whole (files.write_atomic)."""
+    import io
+
+    from aaejax.run import files
+
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    files.write_atomic(path, out.getvalue(), "a figure")
+
+
 def write_curve(workdir: Path, rows: list[dict]) -> None:
     """curve.json and eval/curve.png (one line per seed, one panel per eval_* key) of `rows` (curve())."""
     import matplotlib
@@ -56,7 +67,7 @@ def write_curve(workdir: Path, rows: list[dict]) -> None:
     axes[-1, 0].set_xlabel("epoch")
     (workdir / "eval").mkdir(exist_ok=True)
     fig.tight_layout()
-    fig.savefig(workdir / "eval" / "curve.png", dpi=100)
+    _save_figure(fig, workdir / "eval" / "curve.png")
     plt.close(fig)
 
 
@@ -207,7 +218,7 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
     sc = ax.scatter(z2[:, 0], z2[:, 1], c=test_labels, cmap="tab10", s=2)
     fig.colorbar(sc, ax=ax, ticks=range(10))
     ax.set_title(f"{m.config.model}: {title} of the test set")
-    fig.savefig(fig_dir / "latent_scatter.png", dpi=100)
+    _save_figure(fig, fig_dir / "latent_scatter.png")
     plt.close(fig)
 
     # Interpolations between pairs of test codes: 8 rows of 10 steps.
@@ -234,5 +245,5 @@ def _figures(workdir: Path, m, test, test_labels, z_test, samples) -> None:
             ax.set_ylabel(k)
         np.atleast_1d(axes)[-1].set_xlabel("step")
         fig.tight_layout()
-        fig.savefig(fig_dir / "losses.png", dpi=100)
+        _save_figure(fig, fig_dir / "losses.png")
         plt.close(fig)

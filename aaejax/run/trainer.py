@@ -639,7 +639,7 @@ def _loop(run: Run, config):
                 step, ok = pipe.drain(step)
                 if ok and not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
                     log.warning("interrupted: saving a checkpoint at step %d", step)
-                    run.save(step, run.eval_state(state, step))
+                    run.save(step, state, deploy_stats=False)  # at once, as _stop
                 raise
             progress.close()
     except files.WriteError as e:
