@@ -1,6 +1,7 @@
 """The shared trainer, checkpoints, the command line and the load API, end to end."""
 
 import json
+import logging
 import shutil
 import os
 import re
@@ -91,14 +92,17 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, bars):
         trainer.train(tiny_bigan_config(num_steps=10), tmp_path, bars)
 
 
-def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars):
+def test_unreadable_newest_checkpoint_falls_back(tmp_path, bars, caplog):
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
     ckpt_dir = tmp_path / "checkpoints"
     assert checkpoint_steps(tmp_path) == [20, 40]
     for f in (ckpt_dir / "40" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
+    caplog.set_level(logging.WARNING, logger="aaejax")
     assert aaejax.load(tmp_path).step == 20
+    said = [r.getMessage() for r in caplog.records if "checkpoint step 40 is unreadable" in r.getMessage()]
+    assert said and all("\n" not in m and len(m) < 400 for m in said)  # one line each, not a TensorStore spec
     # The same command resumes from step 20, moves step 40 aside (orbax would refuse to save
     # step 40 over it) and saves a fresh step 40; the unreadable one is kept, not deleted.
     trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
