@@ -127,7 +127,7 @@ def train_chunk(state, images, labels, length: int, *, keys, subsets, spec: Chun
     extra_fns = {name: seeds.map(lambda k, subset, step, i=i, size=size: batching.subset_batch_indices(
         jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1 - i), step), subset, size), (0, 0, None))
         for i, (name, size) in enumerate(spec.stream_sizes)}
-    step_fn, finite_fn = seeds.map(spec.model.train_step, (0, 0)), seeds.map(state_is_finite)
+    step_fn, finite_fn = functools.partial(_train_steps, spec=spec), seeds.map(state_is_finite)
     independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, n, b, order), (0, None))
 
     def batch_indices(perm, step):
@@ -167,6 +167,13 @@ def train_chunk(state, images, labels, length: int, *, keys, subsets, spec: Chun
     step0 = state.step[0] if spec.num_seeds > 1 else state.step  # all seeds step together
     (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(step0), step0), length=length)
     return state, metrics, finite_fn(state)
+
+
+@functools.partial(jax.jit, static_argnames="spec")
+def _train_steps(state, batch, *, spec: ChunkSpec):
+    """One train step of each of the run's models. Its own jit so that it is traced once, not
+    once per chunk length (XLA inlines it: the same program)."""
+    return Seeds(spec.num_seeds).map(spec.model.train_step, (0, 0))(state, batch)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_seeds", "layout"))
