@@ -8,7 +8,7 @@ import numpy as np
 from aaejax.data import images
 from aaejax.run import trainer
 from aaejax.models.aae import AAE
-from aaejax.models.nets import AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.models.nets import AAEDecoder, aae_encoder, LatentDiscriminator
 from conftest import batch_of, tiny_aae_config
 
 
@@ -16,7 +16,7 @@ def test_seed_networks_shapes():
     """The seed architecture: 784->512->512->(10, 10); 10->512->512->784; 10->512->256->1."""
     key = jax.random.PRNGKey(0)
     x, z = jnp.zeros((3, 28, 28, 1)), jnp.zeros((3, 10))
-    enc, dec, disc = AAEEncoder(10), AAEDecoder(), LatentDiscriminator()
+    enc, dec, disc = aae_encoder(10), AAEDecoder(), LatentDiscriminator()
     mu, log_var = enc.apply(enc.init(key, x), x)
     chex.assert_shape([mu, log_var], [(3, 10)] * 2)
     dv = dec.init(key, z)

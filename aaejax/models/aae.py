@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from aaejax.data import images
 from aaejax.models import losses
 from aaejax.configs import PRIORS_2D
-from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, aae_encoder, LatentDiscriminator
 from aaejax.models.optim import make_optimizers
 from aaejax.models.priors import make_prior
 from aaejax.models.schemas import SCHEMAS
@@ -42,7 +42,7 @@ class AAE(ConfigEquality):
     def __init__(self, config):
         self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
         self.latent_dim = int(config.latent_dim)
-        self.encoder = AAEEncoder(self.latent_dim, tuple(config.hidden), config.init)
+        self.encoder = aae_encoder(self.latent_dim, tuple(config.hidden), config.init)
         self.decoder = AAEDecoder(tuple(config.hidden), config.init)
         self.discriminator = LatentDiscriminator(tuple(config.disc_hidden), config.init)
         self.prior = make_prior(config)

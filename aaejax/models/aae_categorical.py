@@ -31,7 +31,7 @@ import numpy as np
 
 from aaejax.data import augment, batching, images
 from aaejax.models import losses
-from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, CategoricalEncoder, LatentDiscriminator
+from aaejax.models.nets import IMAGE_SHAPE, AAEDecoder, categorical_encoder, LatentDiscriminator
 from aaejax.models.optim import make_optimizers
 from aaejax.models.priors import Gaussian
 from aaejax.models.schemas import SCHEMAS
@@ -57,7 +57,7 @@ class CategoricalAAE(ConfigEquality):
         self.config = config = config.copy_and_resolve_references()  # its own: see ConfigEquality
         self.num_categories, self.style_dim = int(config.num_categories), int(config.style_dim)
         self.latent_dim = self.num_categories + self.style_dim  # the code: concat(softmax y, z)
-        self.encoder = CategoricalEncoder(self.num_categories, self.style_dim, tuple(config.hidden), config.init)
+        self.encoder = categorical_encoder(self.num_categories, self.style_dim, tuple(config.hidden), config.init)
         self.decoder = AAEDecoder(tuple(config.hidden), config.init)
         self.disc_category = LatentDiscriminator(tuple(config.disc_hidden), config.init)
         self.disc_style = LatentDiscriminator(tuple(config.disc_hidden), config.init)

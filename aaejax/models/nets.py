@@ -61,34 +61,30 @@ def _leaky_mlp(h: jax.Array, hidden: Sequence[int], init: str = "default") -> ja
 # ----------------------------------------------------------------------------- AAE
 
 
-class AAEEncoder(nn.Module):
-    """x [B, 28, 28, 1] in [-1, 1] -> (mu, log_var), each [B, latent_dim]."""
+class TwoHeadEncoder(nn.Module):
+    """x [B, 28, 28, 1] in [-1, 1] -> one [B, width] output per (name, width) of `heads`: a
+    Dense + LeakyReLU(0.2) trunk, then a linear head each."""
 
-    latent_dim: int = 10
+    heads: tuple[tuple[str, int], ...]
     hidden: Sequence[int] = (512, 512)
     init_kind: str = "default"
 
     @nn.compact
     def __call__(self, x):
         h = _leaky_mlp(_flat(x), self.hidden, self.init_kind)
-        return dense(h, self.latent_dim, "mu", self.init_kind), dense(h, self.latent_dim, "log_var", self.init_kind)
+        return tuple(dense(h, width, name, self.init_kind) for name, width in self.heads)
 
 
-class CategoricalEncoder(nn.Module):
-    """x [B, 28, 28, 1] in [-1, 1] -> (category logits [B, num_categories], style [B, style_dim]).
+def aae_encoder(latent_dim: int = 10, hidden: Sequence[int] = (512, 512), init_kind: str = "default") -> TwoHeadEncoder:
+    """The AAE's encoder: x -> (mu, log_var), each [B, latent_dim]."""
+    return TwoHeadEncoder((("mu", latent_dim), ("log_var", latent_dim)), tuple(hidden), init_kind)
 
-    The semi-supervised / clustering AAE's deterministic encoder: one trunk, two heads.
-    """
 
-    num_categories: int = 10
-    style_dim: int = 10
-    hidden: Sequence[int] = (1000, 1000)
-    init_kind: str = "default"
-
-    @nn.compact
-    def __call__(self, x):
-        h = _leaky_mlp(_flat(x), self.hidden, self.init_kind)
-        return dense(h, self.num_categories, "category", self.init_kind), dense(h, self.style_dim, "style", self.init_kind)
+def categorical_encoder(num_categories: int = 10, style_dim: int = 10, hidden: Sequence[int] = (1000, 1000),
+                        init_kind: str = "default") -> TwoHeadEncoder:
+    """The semi-supervised / clustering AAE's deterministic encoder: x -> (category logits
+    [B, num_categories], style [B, style_dim])."""
+    return TwoHeadEncoder((("category", num_categories), ("style", style_dim)), tuple(hidden), init_kind)
 
 
 class AAEDecoder(nn.Module):
