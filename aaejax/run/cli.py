@@ -66,20 +66,23 @@ def _variant(argv: list[str], exp: Experiment) -> str:
     return given.rpartition(":")[2] if ":" in given else exp.variants[0]
 
 
+def _variant_config(argv: list[str], exp: Experiment):
+    """The config of the variant on the command line (the default one if it names none we know)."""
+    variant = _variant(list(argv), exp)
+    return exp.get_config(variant if variant in exp.variants else exp.variants[0])
+
+
 def _schema(argv: list[str], exp: Experiment) -> dict:
-    """The schema of the model of the variant on the command line (the default one if unknown)."""
+    """The schema of the model of the variant on the command line."""
     from aaejax.models import registry
 
-    variant = _variant(argv, exp)
-    config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
-    return registry.schema_of(config)
+    return registry.schema_of(_variant_config(argv, exp))
 
 
 def help_text(exp: Experiment, argv: list[str] = ()) -> str:
     from aaejax.models import registry
 
-    variant = _variant(list(argv), exp)
-    config = exp.get_config(variant if variant in exp.variants else exp.variants[0])
+    config = _variant_config(argv, exp)
     label = registry.model_label(config)
     lines = [f"usage: python -m experiments.{exp.name} [--config=experiments/{exp.name}.py[:VARIANT]] "
              f"[--workdir=DIR] [--steps=N] [--seed=S] [--overwrite] [--print_config] [--config.FIELD=VALUE ...]",
