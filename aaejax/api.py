@@ -19,7 +19,7 @@ import numpy as np
 from aaejax.data import images
 from aaejax.models import protocol, registry
 from aaejax.run import rundir
-from aaejax.models.state import seed_keys
+from aaejax.models.state import has_batch_stats, seed_keys
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 
 
@@ -135,8 +135,8 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None, data
     """Loads the newest readable checkpoint of the run in `workdir` (or that of `step`); of a
     multi-seed run (config.num_seeds > 1), model `seed_index` (trained from seed config.seed +
     seed_index). step=0 without a checkpoint of step 0: the run's initial state, recreated from
-    its seed (BatchNorm population statistics not computed: see model.prepare_eval). A checkpoint
-    saved by a stop without them (its meta says deploy_stats: false) gets them here, as the
+    its seed. A state without BatchNorm population statistics (that initial state, or a
+    checkpoint a stop saved in haste: its meta says deploy_stats: false) gets them here, as the
     trainer computes them, from `dataset` (default: the run's, loaded)."""
     workdir = Path(workdir)
     config = rundir.read_config(workdir)
@@ -154,13 +154,14 @@ def load(workdir: str | Path, seed_index: int = 0, step: int | None = None, data
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # wherever it was trained
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shape)
         if step == 0 and 0 not in ckpt.steps():
-            state = jax.jit(model.init)(seed_keys(int(config.seed) + seed_index)[0])
+            state, needs_stats = jax.jit(model.init)(seed_keys(int(config.seed) + seed_index)[0]), True
         else:
             state, step = ckpt.restore(target, step=step)
             if state is not None and num_seeds > 1:
                 state = jax.tree_util.tree_map(lambda x: x[seed_index], state)
-            if state is not None and ckpt.read_meta(step).get("deploy_stats") is False:
-                state = deploy_statistics(model, config, state, step, seed_index, dataset)
+            needs_stats = state is not None and ckpt.read_meta(step).get("deploy_stats") is False
+        if needs_stats and has_batch_stats(state):
+            state = deploy_statistics(model, config, state, step, seed_index, dataset)
     finally:
         ckpt.close()
     if state is None:

@@ -119,10 +119,8 @@ def _evaluate_one(workdir: Path, seed_index: int, num_samples: int, use_classifi
     from aaejax.data import images
     from aaejax.models import protocol
 
-    m = aaejax.load(workdir, seed_index, step=step, dataset=dataset)
+    m = aaejax.load(workdir, seed_index, step=step, dataset=dataset)  # with its population statistics
     ds = dataset
-    if step == 0:  # the initial state: population statistics as the trainer computes them
-        m.state = aaejax.api.deploy_statistics(m.model, m.config, m.state, 0, seed_index, ds)
     train_u8 = jnp.asarray(ds.train_images)  # on the device once: the baselines read it too
     test, train = images.unit(jnp.asarray(ds.test_images)), images.unit(train_u8)
     out = {"model": m.config.model, "variant": m.config.get("variant", ""), "step": m.step,

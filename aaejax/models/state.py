@@ -80,3 +80,8 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     The trainer trains with them; aaejax.load and the report recreate an initial state from them."""
     init, data, samples, evaluation = jax.random.split(jax.random.PRNGKey(seed), 4)
     return init, data, samples, evaluation
+
+
+def has_batch_stats(state: TrainState) -> bool:
+    """Whether any of the state's networks has BatchNorm statistics (the BiGAN's do)."""
+    return bool(jax.tree_util.tree_leaves([net.batch_stats for net in state.nets.values()]))

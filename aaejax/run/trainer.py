@@ -34,7 +34,7 @@ from aaejax.data import datasets as data_lib
 from aaejax.run.checkpoint import Checkpointer, abstract_like
 from aaejax.configs import ConfigError  # noqa: F401 - raised by train(); importable from here too
 from aaejax.run.console import Progress, StopOnSignal, duration
-from aaejax.models.state import all_finite, seed_keys
+from aaejax.models.state import all_finite, has_batch_stats, seed_keys
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +193,6 @@ def curves(state, data: dict, keys: jax.Array, *, model, num_seeds: int) -> dict
 def prepare_evals(state, train_images: jax.Array, keys: jax.Array, *, model, num_seeds: int):
     """model.prepare_eval of each of a run's models."""
     return Seeds(num_seeds).map(model.prepare_eval, (0, None, 0))(state, train_images, keys)
-
-
-def has_batch_stats(state) -> bool:
-    """Whether any of the state's networks has BatchNorm statistics (the BiGAN's do)."""
-    return bool(jax.tree_util.tree_leaves([net.batch_stats for net in state.nets.values()]))
 
 
 def state_is_finite(state) -> jax.Array:
