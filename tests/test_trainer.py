@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import aaejax
+from aaejax.data import datasets as data_lib
 from aaejax.data import images
+from aaejax.models.state import seed_keys
 from aaejax.models import registry
 from aaejax.run import rundir, trainer
 from aaejax.models.aae import AAE
@@ -490,3 +492,18 @@ def test_a_stops_checkpoint_skips_the_deploy_statistics_and_load_computes_them(t
     assert Checkpointer(tmp_path / "stopped" / "checkpoints", read_only=True).read_meta(20)["deploy_stats"] is False
     loaded = aaejax.load(tmp_path / "stopped", dataset=bars)
     chex.assert_trees_all_equal(loaded.state.nets, saved.state.nets)
+
+
+def test_loading_step_0_recreates_the_initial_state_with_its_population_statistics(tmp_path, bars):
+    """aaejax.load(dir, step=0) without a step-0 checkpoint: the run's initial weights, and the
+    BatchNorm statistics the trainer would compute for them (not Flax's initial 0 / 1)."""
+    config = tiny_bigan_config(num_steps=10)
+    trainer.train(config, tmp_path, bars)
+    loaded = aaejax.load(tmp_path, step=0, dataset=bars)
+    model = registry.build_model(config)
+    init = model.init(seed_keys(config.seed)[0])
+    images_, _ = data_lib.training_examples(bars, config)
+    expected = model.prepare_eval(init, jnp.asarray(images_), jax.random.fold_in(seed_keys(config.seed)[3], 0))
+    chex.assert_trees_all_close(loaded.state.nets, expected.nets, rtol=1e-5, atol=1e-6)
+    mean = loaded.state.nets["encoder"].batch_stats
+    assert not all(np.allclose(x, 0) or np.allclose(x, 1) for x in jax.tree_util.tree_leaves(mean))
