@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from aaejax.data import batching
 from aaejax.run import trainer
@@ -66,3 +67,39 @@ def test_independent_orders_draw_each_batch_from_key_and_step():
     counts = np.bincount(np.concatenate([np.asarray(draw(key, s, 20, 5, "random_subsets")) for s in range(400)]),
                          minlength=20)
     assert counts.min() > 60 and counts.max() < 140  # 100 expected each
+
+
+class _LabelRecorder(AAE):
+    """A 'model' whose step only counts and reports its batch's labels (which name the examples)."""
+
+    def train_step(self, state, batch):
+        return state.replace(step=state.step + 1), {"label": batch["label"]}
+
+
+@pytest.mark.parametrize("order", ["epochs", "stream", "random_subsets", "with_replacement"])
+def test_carried_order_reads_the_batches_a_fresh_chunk_reads(order):
+    """The loop's chunks carry the data order from one to the next (no permutation at a chunk's
+    start); chunks of 3, 4 and 5 steps that do so read the same batches as chunks that derive the
+    order from the state's step, and as one chunk of 12 (10 examples, batch 4: 2 or 3 steps an
+    epoch, so the chunks start mid-epoch and on an epoch's start)."""
+    model = _LabelRecorder(tiny_aae_config(batch_size=4))
+    chunk = trainer.make_train_chunk(model, 4, 10, data_seed=5, data_order=order)
+    images, labels = jnp.zeros((10, 28, 28, 1), jnp.uint8), jnp.arange(10, dtype=jnp.int32)
+
+    def read(carry: bool, lengths) -> list:
+        state, seen = jax.jit(model.init)(jax.random.PRNGKey(0)), []
+        data_order = chunk.order_at(state)
+        for length in lengths:
+            if carry:
+                state, metrics, _, data_order = chunk.carried(state, data_order, images, labels, length)
+            else:
+                state, metrics, _ = chunk(state, images, labels, length=length)
+            seen += np.asarray(metrics["label"]).ravel().tolist()
+        return seen
+
+    whole = read(False, [12])
+    assert len(whole) == 48
+    if order == "epochs":  # each epoch's 2 batches are 8 distinct examples, and epochs differ
+        epochs = [whole[i:i + 8] for i in range(0, 48, 8)]
+        assert all(len(set(e)) == 8 for e in epochs) and epochs[0] != epochs[1]
+    assert read(True, [3, 4, 5]) == read(False, [3, 4, 5]) == whole

@@ -80,20 +80,33 @@ class TrainChunk:
     """`chunk(state, images, labels, length=K) -> (state, metrics [K], finite [])`: the jitted
     `train_chunk` with a run's data keys and labelled subsets, which are its arguments, not
     constants of the program, so another seed finds the same compiled program in JAX's
-    persistent cache."""
+    persistent cache. The loop uses `carried`, which also takes and returns the data order
+    (`order_at`): a chunk then computes an epoch's permutation only where an epoch starts, not
+    again at its own start (a sort of the dataset: 26 ms on 2 CPU cores, more than a fast
+    device's chunk)."""
 
     spec: ChunkSpec
     keys: jax.Array
     subsets: dict
 
+    def order_at(self, state):
+        """The data order carried into a chunk that starts at the state's step."""
+        return first_order(state, keys=self.keys, spec=self.spec)
+
+    def carried(self, state, order, images, labels, length: int):
+        """`(state, order)` -> (state, metrics [K], finite [], order); both inputs are donated."""
+        return train_chunk(state, order, images, labels, length=length, keys=self.keys, subsets=self.subsets,
+                           spec=self.spec)
+
     def __call__(self, state, images, labels, length: int):
-        return train_chunk(state, images, labels, length=length, keys=self.keys, subsets=self.subsets, spec=self.spec)
+        return self.carried(state, self.order_at(state), images, labels, length)[:3]
 
     def compile(self, state, images, labels, length: int):
         """Compiled ahead of time (`make bench` times it): `(state, images, labels)` -> as a call."""
-        compiled = train_chunk.lower(state, images, labels, length=length, keys=self.keys, subsets=self.subsets,
-                                     spec=self.spec).compile()
-        return lambda state, images, labels: compiled(state, images, labels, keys=self.keys, subsets=self.subsets)
+        compiled = train_chunk.lower(state, self.order_at(state), images, labels, length=length, keys=self.keys,
+                                     subsets=self.subsets, spec=self.spec).compile()
+        return lambda state, images, labels: compiled(state, self.order_at(state), images, labels, keys=self.keys,
+                                                      subsets=self.subsets)[:3]
 
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
@@ -116,43 +129,67 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     return TrainChunk(spec, keys, subsets)
 
 
-@functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=0)
-def train_chunk(state, images, labels, length: int, *, keys, subsets, spec: ChunkSpec):
-    """`length` train steps in one `lax.scan`, each gathering its batch on the device."""
-    seeds, layout, n, b = Seeds(spec.num_seeds), spec.layout, spec.num_examples, spec.batch_size
-    steps_per_epoch, order = n // b, spec.data_order
-    perm_fn = seeds.map(lambda k, epoch: batching.epoch_permutation(k, epoch, n), (0, None))
-    index_fn = seeds.map(lambda perm, pos: batching.batch_indices(perm, pos, b), (0, None))
-    stream_fn = seeds.map(lambda perm, nxt, start: batching.stream_indices(perm, nxt, start, b), (0, 0, None))
+class _Order:
+    """How a chunk's data order is made and read (aaejax/data/batching.py): the carried order is
+    the current epoch's permutation; for "stream", (that epoch's, the next one's, the epoch); for
+    orders that draw each batch on its own, nothing (a dummy scalar)."""
+
+    def __init__(self, keys, spec: ChunkSpec):
+        seeds, n, b = Seeds(spec.num_seeds), spec.num_examples, spec.batch_size
+        self.keys, self.n, self.b, self.kind = keys, n, b, spec.data_order
+        self.steps_per_epoch = n // b
+        self.perm_fn = seeds.map(lambda k, epoch: batching.epoch_permutation(k, epoch, n), (0, None))
+        self.index_fn = seeds.map(lambda perm, pos: batching.batch_indices(perm, pos, b), (0, None))
+        self.stream_fn = seeds.map(lambda perm, nxt, start: batching.stream_indices(perm, nxt, start, b), (0, 0, None))
+        self.independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, n, b, self.kind),
+                                        (0, None))
+
+    def at(self, step):
+        """The carried order at `step` (before its batch)."""
+        if self.kind in ("random_subsets", "with_replacement"):
+            return jnp.zeros((), jnp.int32)
+        if self.kind == "stream":
+            epoch = step * self.b // self.n
+            return self.perm_fn(self.keys, epoch), self.perm_fn(self.keys, epoch + 1), epoch
+        return self.perm_fn(self.keys, step // self.steps_per_epoch)
+
+    def batch(self, order, step):
+        """(indices of this step's batch, the order carried on)."""
+        if self.kind in ("random_subsets", "with_replacement"):
+            return self.independent_fn(self.keys, step), order
+        if self.kind == "stream":  # positions past the epoch's end read the next epoch's order
+            (cur, nxt, carried), (epoch, start) = order, jnp.divmod(step * self.b, self.n)
+            cur, nxt = jax.lax.cond(epoch == carried, lambda: (cur, nxt),
+                                    lambda: (nxt, self.perm_fn(self.keys, epoch + 1)))
+            return self.stream_fn(cur, nxt, start), (cur, nxt, epoch)
+        epoch, pos = jnp.divmod(step, self.steps_per_epoch)
+        order = jax.lax.cond(pos == 0, lambda: self.perm_fn(self.keys, epoch), lambda: order)
+        return self.index_fn(order, pos), order
+
+
+def _step_of(state, spec: ChunkSpec):
+    return state.step[0] if spec.num_seeds > 1 else state.step  # all seeds step together
+
+
+@functools.partial(jax.jit, static_argnames="spec")
+def first_order(state, *, keys, spec: ChunkSpec):
+    """The data order carried into a chunk that starts at the state's step."""
+    return _Order(keys, spec).at(_step_of(state, spec))
+
+
+@functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=(0, 1))
+def train_chunk(state, order, images, labels, length: int, *, keys, subsets, spec: ChunkSpec):
+    """`length` train steps in one `lax.scan`, each gathering its batch on the device; `order`
+    (first_order, or the previous chunk's) is carried through and returned."""
+    seeds, layout, data = Seeds(spec.num_seeds), spec.layout, _Order(keys, spec)
     extra_fns = {name: seeds.map(lambda k, subset, step, i=i, size=size: batching.subset_batch_indices(
         jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1 - i), step), subset, size), (0, 0, None))
         for i, (name, size) in enumerate(spec.stream_sizes)}
     step_fn, finite_fn = functools.partial(_train_steps, spec=spec), seeds.map(state_is_finite)
-    independent_fn = seeds.map(lambda k, step: batching.independent_indices(k, step, n, b, order), (0, None))
-
-    def batch_indices(perm, step):
-        """(indices of this step's batch, the carried permutation(s))."""
-        if order in ("random_subsets", "with_replacement"):
-            return independent_fn(keys, step), perm
-        if order == "stream":  # perm = (order of the position's epoch, of the next one, epoch)
-            (cur, nxt, carried), (epoch, start) = perm, jnp.divmod(step * b, n)
-            cur, nxt = jax.lax.cond(epoch == carried, lambda: (cur, nxt), lambda: (nxt, perm_fn(keys, epoch + 1)))
-            return stream_fn(cur, nxt, start), (cur, nxt, epoch)
-        epoch, pos = jnp.divmod(step, steps_per_epoch)
-        perm = jax.lax.cond(pos == 0, lambda: perm_fn(keys, epoch), lambda: perm)
-        return index_fn(perm, pos), perm
-
-    def first_perm(step):
-        if order in ("random_subsets", "with_replacement"):
-            return jnp.zeros((), jnp.int32)  # nothing carried
-        if order == "stream":
-            epoch = step * b // n
-            return perm_fn(keys, epoch), perm_fn(keys, epoch + 1), epoch
-        return perm_fn(keys, step // steps_per_epoch)
 
     def body(carry, _):
-        state, perm, step = carry
-        idx, perm = batch_indices(perm, step)
+        state, order, step = carry
+        idx, order = data.batch(order, step)
         batch = {"image": images[idx], "label": labels[idx]}
         for name, fn in extra_fns.items():
             extra = fn(keys, subsets[name], step)
@@ -162,11 +199,10 @@ def train_chunk(state, images, labels, length: int, *, keys, subsets, spec: Chun
         state, metrics = step_fn(state, batch)
         if layout is not None:
             state = layout.constrain_state(state)
-        return (state, perm, step + 1), metrics
+        return (state, order, step + 1), metrics
 
-    step0 = state.step[0] if spec.num_seeds > 1 else state.step  # all seeds step together
-    (state, _, _), metrics = jax.lax.scan(body, (state, first_perm(step0), step0), length=length)
-    return state, metrics, finite_fn(state)
+    (state, order, _), metrics = jax.lax.scan(body, (state, order, _step_of(state, spec)), length=length)
+    return state, metrics, finite_fn(state), order
 
 
 @functools.partial(jax.jit, static_argnames="spec")
@@ -346,7 +382,7 @@ class Run:
         Non-finite metrics stop the run unless config.skip_nonfinite (then those updates were
         skipped by the optimizer); a non-finite state always does."""
         _wait_in_python(pending[2])
-        metrics, finite = self.fetch(pending[1:])  # the chunk's only host transfer
+        metrics, finite = self.fetch(pending[1:3])  # the chunk's only host transfer
         kept = f"nothing was saved after step {step}" + (" (last checkpoint kept)" if self.ckpt.steps() else "")
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
         if bad and not self.config.skip_nonfinite:
@@ -532,12 +568,12 @@ def train(config, workdir: str | Path, dataset: data_lib.Dataset | None = None, 
 
 class Pipeline:
     """The chunks in flight, oldest first, and their timing: `fill` dispatches ahead (JAX runs them
-    asynchronously; each donates the state it was given), `take` waits for the oldest."""
+    asynchronously; each donates the state and data order it was given), `take` waits for the oldest."""
 
     def __init__(self, run: Run, plan: ChunkPlan, step: int):
         self.run, self.plan, self.timer, self.chunk_fn = run, plan, StepTimer(), run.chunk_fn()
         self.inflight: list[dict] = []
-        self.dispatched, self.previous, self.last_ready = step, 0, None
+        self.dispatched, self.previous, self.last_ready, self.order = step, 0, None, None
         self.t_first, self.compile_s, self.eta_logged = 0.0, None, False
 
     def fill(self, state, num_steps: int):
@@ -553,12 +589,16 @@ class Pipeline:
             if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
                 break
             timer.compiled.add(length)
-            out = self.chunk_fn(state, self.run.images, self.run.labels, length=length)  # `state` is donated here
+            if self.order is None:
+                self.order = self.chunk_fn.order_at(state)
+            # `state` and the order are donated here
+            out = self.chunk_fn.carried(state, self.order, self.run.images, self.run.labels, length=length)
             t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
             end = self.dispatched + length
             inflight.append({"start": self.dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
                              "boundary": plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))})
-            state, self.dispatched = out[0], end  # after the append: an interrupt between leaves the two in step
+            state, self.order, self.dispatched = out[0], out[3], end  # after the append: an interrupt between
+            # leaves the two in step
         return state
 
     def take(self, num_steps: int):
