@@ -526,20 +526,26 @@ class StepTimer:
 
     def __init__(self):
         self.compiled, self.steps, self.seconds = set(), 0, 0.0
+        self.warm_steps, self.warm_seconds = 0, 0.0  # chunks that were not their program's first run
         self.sized_steps, self.sized_seconds = 0, 0.0  # chunks long enough that the loop's own cost is small
 
     def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool) -> None:
         """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
         plan allows between boundaries); else it counts for the rate only if it ran a while.
         `first_run`: its program's first execution (slower: buffers and threads start), which
-        does not count for the rate."""
+        does not count for the rate, nor for the step time once another chunk ran."""
         fair = not first_run and (whole_segments or (self.step_seconds and length * self.step_seconds >= CHUNK_SECONDS / 4))
         self.steps, self.seconds = self.steps + length, self.seconds + seconds
+        if not first_run:
+            self.warm_steps, self.warm_seconds = self.warm_steps + length, self.warm_seconds + seconds
         if fair:
             self.sized_steps, self.sized_seconds = self.sized_steps + length, self.sized_seconds + seconds
 
     @property
     def step_seconds(self) -> float | None:
+        """Seconds a step, over the chunks that were not first runs (over all while none ran)."""
+        if self.warm_steps:
+            return self.warm_seconds / self.warm_steps
         return self.seconds / self.steps if self.steps else None
 
     @property
