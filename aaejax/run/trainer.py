@@ -679,6 +679,9 @@ def _loop(run: Run, config):
                     else:
                         _log_segments(run, config, plan, segment, progress, pipe.timer, metrics, dt, chunk["start"])
                     if stopping and not pipe.inflight:
+                        if deferred is not None:  # its lines go before _stop's checkpoint
+                            deferred, work = None, deferred
+                            work()
                         _stop(run, state, step, stop.signum)
             except KeyboardInterrupt:
                 if deferred is not None:  # the last boundary's grids and line
@@ -764,9 +767,10 @@ def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, star
 
 
 def _at_boundary(run, config, plan, state, step, segment, progress, timer, metrics, dt):
-    """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve and
-    the segment's line, the checkpoint. Returns (the state training continues from, the host
-    work to do once the next chunk is dispatched: writing the grids, or None)."""
+    """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, the
+    checkpoint. Returns (the state training continues from, the host work to do once the next
+    chunk is dispatched: the segments' lines (unless a checkpoint is saved here: the line goes
+    before it) and the grids)."""
     prev = plan.segment_start(step)
     last = step >= config.num_steps
     want_samples = _crossed(step, prev, config.sample_every) or last
@@ -777,11 +781,19 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
         state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
     evals = run.curve(step, state) if want_eval else None
     grids = run.sample_images(state) if want_samples else None
-    # The line before the checkpoint: a run killed after the save resumes past this line.
-    _log_segments(run, config, plan, segment, progress, timer, metrics, dt, step - len(next(iter(metrics.values()))),
-                  evals)
+    start = step - len(next(iter(metrics.values())))
+
+    def lines():
+        _log_segments(run, config, plan, segment, progress, timer, metrics, dt, start, evals)
+
     if want_ckpt:
+        lines()  # the line before the checkpoint: a run killed after the save resumes past this line
         run.save(step, state)
     jax.block_until_ready((state, grids))  # else the next chunk's time would include this work
-    # The grids once the next chunk is dispatched: encoding them overlaps its steps.
-    return state, (lambda: run.write_samples(step, grids)) if grids is not None else None
+
+    def host_work():  # overlaps the next chunk's steps
+        if not want_ckpt:
+            lines()
+        if grids is not None:
+            run.write_samples(step, grids)
+    return state, host_work
