@@ -8,7 +8,10 @@ Prints one JSON line per measurement:
 - with --loop, {"bench": "loop", model, variant, ...}: the CPU stand-in for a fast device (every
   width 8, batch 8, so a step costs microseconds) through the real loop (`trainer.train`) at the
   variant's own cadences and length, against the same run as one chunk with no intermediate
-  grids or checkpoints; and the first ETA the run printed against the time it then took.
+  grids or checkpoints; and the first ETA the run printed against the time it then took;
+- with --chunk_lengths=L1,L2,..., {"bench": "chunks", model, length, seconds}: the loop stand-in's
+  whole run (its variant's num_steps) as chunks of each fixed length, each chunk's metrics
+  fetched, no logging: what a chunk costs besides its steps.
 
 The aaejax side runs `trainer.make_train_chunk` -- the very function `make train` uses -- on a
 device-resident uint8 dataset of MNIST's size. Contents do not change the speed, so random bytes
@@ -35,6 +38,7 @@ flags.DEFINE_list("seed_counts", [], "Also measure num_seeds vmapped models at t
                   "at the first batch size; model-steps/s and the speed-up over one model.")
 flags.DEFINE_bool("stop", False, "Only the stop latency: SIGINT to named configs' real runs, seconds to exit.")
 flags.DEFINE_bool("loop", False, "Only the loop stand-in (aae:seed, bigan:official at width 8, batch 8).")
+flags.DEFINE_list("chunk_lengths", [], "Only the stand-in's run in chunks of each of these lengths (see above).")
 flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
 FLAGS = flags.FLAGS
 
@@ -268,6 +272,35 @@ def bench_loop(model_name: str) -> dict:
     return out
 
 
+def bench_chunks(model_name: str, length: int) -> dict:
+    """The stand-in's num_steps as chunks of `length` (the loop's own call, `carried`), fetching
+    each chunk's metrics; seconds scaled to the whole run, after a warm-up chunk of that length."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from aaejax.models import registry
+    from aaejax.run import trainer
+
+    c = _standin(model_name)
+    model, total = registry.build_model(c), int(c.num_steps)
+    images = jnp.asarray(_dataset())
+    labels = jnp.asarray(np.random.default_rng(0).integers(0, 10, N_TRAIN).astype(np.int32))
+    chunk = trainer.make_train_chunk(model, int(c.batch_size), N_TRAIN, 0)
+    state = model.init(jax.random.PRNGKey(0))
+    order = chunk.order_at(state)
+    state, _, _, order = chunk.carried(state, order, images, labels, length)  # compiles
+    jax.block_until_ready(state)
+    n = max(total // length, 1)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        state, metrics, finite, order = chunk.carried(state, order, images, labels, length)
+        jax.device_get((metrics, finite))
+    seconds = (time.perf_counter() - t0) * total / (n * length)
+    return {"bench": "chunks", "model": model_name, "variant": LOOP_VARIANTS[model_name], "length": length,
+            "steps": total, "seconds": round(seconds, 2)}
+
+
 STOP_CONFIGS = (("aae", "seed"), ("aae", "semi_supervised_plus"), ("aae", "paper_cluster_16"),
                 ("bigan", "official"), ("aae", "paper_semi_100"))
 
@@ -309,6 +342,11 @@ def main(argv):
         rng = random.Random(0)
         for model_name, variant in STOP_CONFIGS:
             print(json.dumps(bench_stop(model_name, variant, rng.uniform(0.5, 4.0))), flush=True)
+        return
+    if FLAGS.chunk_lengths:
+        for model_name in FLAGS.models:
+            for length in map(int, FLAGS.chunk_lengths):
+                print(json.dumps(bench_chunks(model_name, length)), flush=True)
         return
     if FLAGS.loop:
         from absl import logging as absl_logging
