@@ -231,6 +231,14 @@ def prepare_evals(state, train_images: jax.Array, keys: jax.Array, *, model, num
     return Seeds(num_seeds).map(model.prepare_eval, (0, None, 0))(state, train_images, keys)
 
 
+def stacked_streams(model, train_labels: np.ndarray, seeds: list[int]) -> dict:
+    """model.labelled_streams of each seed ({name: (indices, batch size)}), the indices stacked on
+    a leading seed axis when there are several seeds: make_train_chunk's `streams`."""
+    per_seed = [model.labelled_streams(train_labels, s) for s in seeds]
+    return {name: (np.stack([p[name][0] for p in per_seed]) if len(seeds) > 1 else per_seed[0][name][0], size)
+            for name, (_, size) in per_seed[0].items()}
+
+
 def state_is_finite(state) -> jax.Array:
     return all_finite(state.nets)
 
@@ -270,9 +278,7 @@ class Run:
         init_keys, data_keys, self.sample_keys, eval_keys = (jnp.stack(k) for k in zip(*keys))
         self.init_keys, self.eval_keys = self.seeds.pick(list(init_keys)), self.seeds.pick(list(eval_keys))
         self.data_seeds = [int(jax.random.randint(k, (), 0, 2**31 - 1)) for k in data_keys]
-        per_seed = [model.labelled_streams(train_labels, config.seed + i) for i in range(self.seeds.n)]
-        self.streams = {name: (np.stack([p[name][0] for p in per_seed]) if self.seeds.n > 1 else per_seed[0][name][0],
-                               size) for name, (_, size) in per_seed[0].items()}
+        self.streams = stacked_streams(model, train_labels, [config.seed + i for i in range(self.seeds.n)])
         # The model's paper metric every eval_every steps, on held-out data put on the device once.
         self.curve_data = eval_metrics.heldout_data(dataset, config) if config.eval_every and hasattr(model, "curve") \
             else None
