@@ -30,6 +30,8 @@ import time
 from absl import app, flags
 
 flags.DEFINE_list("models", ["aae", "bigan"], "Models to measure.")
+flags.DEFINE_string("variant", "seed", "The variant of each model measured by the throughput and seed benches "
+                    "(e.g. paper_semi_100 with --models=aae).")
 flags.DEFINE_list("batch_sizes", ["128", "32"], "Batch sizes.")
 flags.DEFINE_float("seconds", 10.0, "Approximate measuring time per configuration and implementation.")
 flags.DEFINE_bool("torch", True, "Also measure the PyTorch eager reference (needs the bench extra).")
@@ -46,16 +48,18 @@ N_TRAIN = 60000
 
 
 def _config(model: str, batch_size: int):
-    if model == "aae":
-        from experiments.aae import get_config
+    import importlib
 
-        c = get_config("seed")
-    else:
-        from experiments.bigan import get_config
-
-        c = get_config("seed")
+    c = importlib.import_module(f"experiments.{model}").get_config(FLAGS.variant if FLAGS.is_parsed() else "seed")
     c.batch_size = batch_size
     return c
+
+
+def _labels():
+    """Random labels, so that a semi-supervised variant finds examples of every class."""
+    import numpy as np
+
+    return np.random.default_rng(1).integers(0, 10, N_TRAIN).astype(np.int32)
 
 
 def _dataset():
@@ -73,10 +77,11 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
 
     config = _config(model_name, batch_size)
     model = registry.build_model(config)
-    images = jax.device_put(_dataset())
-    labels = jax.device_put(jnp.zeros((N_TRAIN,), jnp.int32))
+    images, labels = jax.device_put(_dataset()), _labels()
     steps_per_epoch = N_TRAIN // batch_size
-    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0)
+    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0,
+                                     streams=trainer.stacked_streams(model, labels, [0]))
+    labels = jnp.asarray(labels)
     state = model.init(jax.random.PRNGKey(0))
     t = time.perf_counter()
     state, m, _ = chunk(state, images, labels, length=steps_per_epoch)
@@ -133,7 +138,6 @@ def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
 def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float, steps: int = 50) -> dict:
     """num_seeds models in one vmapped chunk, sharded over the devices like `make train` does."""
     import jax
-    import jax.numpy as jnp
 
     from aaejax.run import parallel, trainer
     from aaejax.models import registry
@@ -142,7 +146,8 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     config.num_seeds = num_seeds
     model = registry.build_model(config)
     layout = parallel.Layout(config)
-    images, labels = layout.put_replicated(_dataset()), layout.put_replicated(jnp.zeros((N_TRAIN,), jnp.int32))
+    labels_np = _labels()
+    images, labels = layout.put_replicated(_dataset()), layout.put_replicated(labels_np)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     if num_seeds == 1:
         state = jax.jit(model.init, out_shardings=layout.state)(keys[0])
@@ -150,7 +155,8 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     else:
         state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
         seeds = list(range(num_seeds))
-    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, num_seeds=num_seeds, layout=layout)
+    streams = trainer.stacked_streams(model, labels_np, list(range(num_seeds)))
+    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, streams, num_seeds=num_seeds, layout=layout)
     state, m, _ = chunk(state, images, labels, length=steps)
     jax.block_until_ready(m)
     n, t = 0, time.perf_counter()
