@@ -9,12 +9,12 @@ Prints one JSON line per measurement:
   width 8, batch 8, so a step costs microseconds) through the real loop (`trainer.train`) at the
   variant's own cadences and length, against the same run as one chunk with no intermediate
   grids or checkpoints; and the first ETA the run printed against the time it then took;
-- with --chunk_lengths=L1,L2,..., {"bench": "chunks", model, length, seconds}: the loop stand-in's
-  whole run (its variant's num_steps) as chunks of each fixed length, each chunk's metrics
-  fetched, no logging: what a chunk costs besides its steps.
+- with --chunk_lengths=L1,L2,..., {"bench": "chunks", model, variant, length, steps, seconds}: the
+  loop stand-in's whole run (its variant's num_steps, at its data order) as chunks of each fixed
+  length, each chunk's metrics fetched, no logging: what a chunk costs besides its steps.
 
-The aaejax side runs `trainer.make_train_chunk` -- the very function `make train` uses -- on a
-device-resident uint8 dataset of MNIST's size. Contents do not change the speed, so random bytes
+The aaejax side runs `trainer.make_train_chunk(...).carried` at the variant's data order -- the
+very call `make train` uses -- on a device-resident uint8 dataset of MNIST's size. Contents do not change the speed, so random bytes
 stand in when MNIST is not at hand.
 """
 
@@ -80,17 +80,18 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     images, labels = jax.device_put(_dataset()), _labels()
     steps_per_epoch = N_TRAIN // batch_size
     chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0,
-                                     streams=trainer.stacked_streams(model, labels, [0]))
+                                     streams=trainer.stacked_streams(model, labels, [0]), data_order=config.data_order)
     labels = jnp.asarray(labels)
     state = model.init(jax.random.PRNGKey(0))
     t = time.perf_counter()
-    state, m, _ = chunk(state, images, labels, length=steps_per_epoch)
+    order = chunk.order_at(state)
+    state, m, _, order = chunk.carried(state, order, images, labels, steps_per_epoch)
     jax.block_until_ready(m)
     first = time.perf_counter() - t
     # The first call includes compilation; time whole epochs after it.
     epochs, t = 0, time.perf_counter()
     while True:
-        state, m, _ = chunk(state, images, labels, length=steps_per_epoch)
+        state, m, _, order = chunk.carried(state, order, images, labels, steps_per_epoch)
         jax.block_until_ready(m)
         epochs += 1
         if time.perf_counter() - t > seconds:
@@ -156,12 +157,14 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
         state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
         seeds = list(range(num_seeds))
     streams = trainer.stacked_streams(model, labels_np, list(range(num_seeds)))
-    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, streams, num_seeds=num_seeds, layout=layout)
-    state, m, _ = chunk(state, images, labels, length=steps)
+    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, streams, num_seeds=num_seeds, layout=layout,
+                                     data_order=config.data_order)
+    order = chunk.order_at(state)
+    state, m, _, order = chunk.carried(state, order, images, labels, steps)
     jax.block_until_ready(m)
     n, t = 0, time.perf_counter()
     while n == 0 or time.perf_counter() - t < seconds:
-        state, m, _ = chunk(state, images, labels, length=steps)
+        state, m, _, order = chunk.carried(state, order, images, labels, steps)
         jax.block_until_ready(m)
         n += steps
     sps = n / (time.perf_counter() - t)
@@ -188,7 +191,7 @@ def _first_step_child(model_name: str) -> None:
     images = jax.device_put(_dataset())
     labels = jax.device_put(jax.numpy.zeros((N_TRAIN,), jax.numpy.int32))
     state = jax.jit(model.init)(jax.random.PRNGKey(0))
-    chunk = trainer.make_train_chunk(model, config.batch_size, N_TRAIN, data_seed=0)
+    chunk = trainer.make_train_chunk(model, config.batch_size, N_TRAIN, data_seed=0, data_order=config.data_order)
     compiled = chunk.compile(state, images, labels, length=config.log_every)
     t_compiled = time.perf_counter() - t0
     state, m, _ = compiled(state, images, labels)
@@ -292,7 +295,7 @@ def bench_chunks(model_name: str, length: int) -> dict:
     model, total = registry.build_model(c), int(c.num_steps)
     images = jnp.asarray(_dataset())
     labels = jnp.asarray(np.random.default_rng(0).integers(0, 10, N_TRAIN).astype(np.int32))
-    chunk = trainer.make_train_chunk(model, int(c.batch_size), N_TRAIN, 0)
+    chunk = trainer.make_train_chunk(model, int(c.batch_size), N_TRAIN, 0, data_order=c.data_order)
     state = model.init(jax.random.PRNGKey(0))
     order = chunk.order_at(state)
     state, _, _, order = chunk.carried(state, order, images, labels, length)  # compiles
@@ -364,7 +367,7 @@ def main(argv):
     for model_name in FLAGS.models:
         for bs in map(int, FLAGS.batch_sizes):
             rows = {"aaejax": bench_aaejax(model_name, bs, FLAGS.seconds)}
-            if FLAGS.torch:
+            if FLAGS.torch and FLAGS.variant == "seed":  # the PyTorch side is the seed programs only
                 rows["torch"] = bench_torch(model_name, bs, FLAGS.seconds)
             for impl, r in rows.items():
                 print(json.dumps({"bench": "train", "model": model_name, "batch_size": bs, "impl": impl,

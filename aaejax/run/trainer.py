@@ -526,7 +526,8 @@ class ChunkPlan:
 
 
 class StepTimer:
-    """Seconds per step, over the chunks so far, each timed from when it could start (its call
+    """Seconds per step, over the chunks so far (their programs' first runs left out once another
+    chunk ran), each timed from when it could start (its call
     returned, compiled and dispatched, and the chunk before it finished) to when it finished.
     `compiled`: the chunk lengths compiled so far."""
 
@@ -610,7 +611,7 @@ class Pipeline:
             inflight.append({"start": self.dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
                              "boundary": plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))})
             state, self.order, self.dispatched = out[0], out[3], end  # after the append: an interrupt between
-            # leaves the two in step
+            # leaves the three in step
         return state
 
     def take(self, num_steps: int):
