@@ -19,7 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import aaejax  # noqa: E402
-from aaejax.run import trainer  # noqa: E402
+from aaejax.models import registry  # noqa: E402
+from aaejax.run import parallel, trainer  # noqa: E402
 from conftest import bars_dataset, tiny_aae_config, tiny_bigan_config  # noqa: E402
 
 
@@ -53,9 +54,27 @@ def main(out: Path) -> None:
         shutil.rmtree(out / "resumed" / "checkpoints" / "6")
         resumed = trainer.train(runs["bigan_batch"], out / "resumed", bars)
         arrays.update({f"resumed/{k}": v for k, v in flat(resumed.nets).items()})
+    arrays["aae_seeds_stream_programs"] = np.array(chunk_programs(runs["aae_seeds"], bars))
     arrays["device_count"] = np.array(n)
     arrays["loaded_seed3"] = np.asarray(aaejax.load(out / "aae_seeds", seed_index=3).encode(np.zeros((1, 28, 28, 1))))
     np.savez(out / "params.npz", **arrays)
+
+
+def chunk_programs(config, bars) -> int:
+    """Programs compiled for four chunks of one length at data order "stream", each given the
+    order the one before returned: 1 when that order keeps the sharding of the first."""
+    config = config.copy_and_resolve_references()
+    config.data_order = "stream"
+    model, layout = registry.build_model(config), parallel.Layout(config)
+    images, labels = layout.put_replicated(bars.train_images), layout.put_replicated(bars.train_labels)
+    keys = jax.random.split(jax.random.PRNGKey(0), config.num_seeds)
+    state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
+    chunk = trainer.make_train_chunk(model, config.batch_size, len(bars.train_images), list(range(config.num_seeds)),
+                                     num_seeds=config.num_seeds, layout=layout, data_order="stream")
+    before, order = trainer.train_chunk._cache_size(), chunk.order_at(state)
+    for _ in range(4):
+        state, _, _, order = chunk.carried(state, order, images, labels, 5)
+    return trainer.train_chunk._cache_size() - before
 
 
 def multiprocess(out: Path) -> None:

@@ -127,6 +127,15 @@ class Layout:
     def constrain_state(self, state):
         return jax.lax.with_sharding_constraint(state, jax.tree_util.tree_map(lambda _: self.state, state))
 
+    def constrain_order(self, order):
+        """The data order a chunk carries: with seeds on the mesh, its per-seed leaves [S, ...] are
+        placed as the state (the shared epoch stays replicated), so the order a chunk returns has
+        the sharding of the one it was given (else the next call compiles the chunk again)."""
+        if self.mode != "seeds":
+            return order
+        return jax.lax.with_sharding_constraint(
+            order, jax.tree_util.tree_map(lambda x: self.state if x.ndim else self.replicated, order))
+
     def constrain_batch(self, batch):
         return jax.lax.with_sharding_constraint(batch, jax.tree_util.tree_map(lambda _: self.batch, batch))
 

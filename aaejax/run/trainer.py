@@ -174,7 +174,8 @@ def _step_of(state, spec: ChunkSpec):
 @functools.partial(jax.jit, static_argnames="spec")
 def first_order(state, *, keys, spec: ChunkSpec):
     """The data order carried into a chunk that starts at the state's step."""
-    return _Order(keys, spec).at(_step_of(state, spec))
+    order = _Order(keys, spec).at(_step_of(state, spec))
+    return order if spec.layout is None else spec.layout.constrain_order(order)
 
 
 @functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=(0, 1))
@@ -202,6 +203,8 @@ def train_chunk(state, order, images, labels, length: int, *, keys, subsets, spe
         return (state, order, step + 1), metrics
 
     (state, order, _), metrics = jax.lax.scan(body, (state, order, _step_of(state, spec)), length=length)
+    if layout is not None:
+        order = layout.constrain_order(order)
     return state, metrics, finite_fn(state), order
 
 
