@@ -62,6 +62,20 @@ def _labels():
     return np.random.default_rng(1).integers(0, 10, N_TRAIN).astype(np.int32)
 
 
+class _Chunks:
+    """A chunk function driven as the loop drives it (`carried`): the state and the data order go
+    from one call to the next. `run(length)` -> (metrics, finite) of that chunk, dispatched."""
+
+    def __init__(self, chunk, state, images, labels):
+        self.chunk, self.state, self.images, self.labels = chunk, state, images, labels
+        self.order = chunk.order_at(state)
+
+    def run(self, length: int):
+        self.state, metrics, finite, self.order = self.chunk.carried(self.state, self.order, self.images, self.labels,
+                                                                     length)
+        return metrics, finite
+
+
 def _dataset():
     import numpy as np
 
@@ -82,17 +96,14 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0,
                                      streams=trainer.stacked_streams(model, labels, [0]), data_order=config.data_order)
     labels = jnp.asarray(labels)
-    state = model.init(jax.random.PRNGKey(0))
     t = time.perf_counter()
-    order = chunk.order_at(state)
-    state, m, _, order = chunk.carried(state, order, images, labels, steps_per_epoch)
-    jax.block_until_ready(m)
+    chunks = _Chunks(chunk, model.init(jax.random.PRNGKey(0)), images, labels)
+    jax.block_until_ready(chunks.run(steps_per_epoch))
     first = time.perf_counter() - t
     # The first call includes compilation; time whole epochs after it.
     epochs, t = 0, time.perf_counter()
     while True:
-        state, m, _, order = chunk.carried(state, order, images, labels, steps_per_epoch)
-        jax.block_until_ready(m)
+        jax.block_until_ready(chunks.run(steps_per_epoch))
         epochs += 1
         if time.perf_counter() - t > seconds:
             break
@@ -159,13 +170,11 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     streams = trainer.stacked_streams(model, labels_np, list(range(num_seeds)))
     chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, streams, num_seeds=num_seeds, layout=layout,
                                      data_order=config.data_order)
-    order = chunk.order_at(state)
-    state, m, _, order = chunk.carried(state, order, images, labels, steps)
-    jax.block_until_ready(m)
+    chunks = _Chunks(chunk, state, images, labels)
+    jax.block_until_ready(chunks.run(steps))
     n, t = 0, time.perf_counter()
     while n == 0 or time.perf_counter() - t < seconds:
-        state, m, _, order = chunk.carried(state, order, images, labels, steps)
-        jax.block_until_ready(m)
+        jax.block_until_ready(chunks.run(steps))
         n += steps
     sps = n / (time.perf_counter() - t)
     return {"bench": "seeds", "model": model_name, "batch_size": batch_size, "num_seeds": num_seeds,
@@ -286,25 +295,19 @@ def bench_chunks(model_name: str, length: int) -> dict:
     each chunk's metrics; seconds scaled to the whole run, after a warm-up chunk of that length."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from aaejax.models import registry
     from aaejax.run import trainer
 
     c = _standin(model_name)
     model, total = registry.build_model(c), int(c.num_steps)
-    images = jnp.asarray(_dataset())
-    labels = jnp.asarray(np.random.default_rng(0).integers(0, 10, N_TRAIN).astype(np.int32))
     chunk = trainer.make_train_chunk(model, int(c.batch_size), N_TRAIN, 0, data_order=c.data_order)
-    state = model.init(jax.random.PRNGKey(0))
-    order = chunk.order_at(state)
-    state, _, _, order = chunk.carried(state, order, images, labels, length)  # compiles
-    jax.block_until_ready(state)
+    chunks = _Chunks(chunk, model.init(jax.random.PRNGKey(0)), jnp.asarray(_dataset()), jnp.asarray(_labels()))
+    jax.block_until_ready(chunks.run(length))  # compiles
     n = max(total // length, 1)
     t0 = time.perf_counter()
     for _ in range(n):
-        state, metrics, finite, order = chunk.carried(state, order, images, labels, length)
-        jax.device_get((metrics, finite))
+        jax.device_get(chunks.run(length))
     seconds = (time.perf_counter() - t0) * total / (n * length)
     return {"bench": "chunks", "model": model_name, "variant": LOOP_VARIANTS[model_name], "length": length,
             "steps": total, "seconds": round(seconds, 2)}
