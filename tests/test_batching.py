@@ -81,12 +81,14 @@ def test_carried_order_reads_the_batches_a_fresh_chunk_reads(order):
     """The loop's chunks carry the data order from one to the next (no permutation at a chunk's
     start); chunks of 3, 4 and 5 steps that do so read the same batches as chunks that derive the
     order from the state's step, and as one chunk of 12 (10 examples, batch 4: 2 or 3 steps an
-    epoch, so the chunks start mid-epoch and on an epoch's start)."""
+    epoch, so the chunks start mid-epoch and on an epoch's start); so do the loop's shared
+    program's chunks of 1, 3 and 2 units of 2 steps."""
     model = _LabelRecorder(tiny_aae_config(batch_size=4))
     chunk = trainer.make_train_chunk(model, 4, 10, data_seed=5, data_order=order)
+    shared = trainer.make_train_chunk(model, 4, 10, data_seed=5, data_order=order, unit=2, capacity=4)
     images, labels = jnp.zeros((10, 28, 28, 1), jnp.uint8), jnp.arange(10, dtype=jnp.int32)
 
-    def read(carry: bool, lengths) -> list:
+    def read(carry: bool, lengths, chunk=chunk) -> list:
         state, seen = jax.jit(model.init)(jax.random.PRNGKey(0)), []
         data_order = chunk.order_at(state)
         for length in lengths:
@@ -94,7 +96,7 @@ def test_carried_order_reads_the_batches_a_fresh_chunk_reads(order):
                 state, metrics, _, data_order = chunk.carried(state, data_order, images, labels, length)
             else:
                 state, metrics, _ = chunk(state, images, labels, length=length)
-            seen += np.asarray(metrics["label"]).ravel().tolist()
+            seen += np.asarray(metrics["label"])[:length].ravel().tolist()
         return seen
 
     whole = read(False, [12])
@@ -102,4 +104,4 @@ def test_carried_order_reads_the_batches_a_fresh_chunk_reads(order):
     if order == "epochs":  # each epoch's 2 batches are 8 distinct examples, and epochs differ
         epochs = [whole[i:i + 8] for i in range(0, 48, 8)]
         assert all(len(set(e)) == 8 for e in epochs) and epochs[0] != epochs[1]
-    assert read(True, [3, 4, 5]) == read(False, [3, 4, 5]) == whole
+    assert read(True, [3, 4, 5]) == read(False, [3, 4, 5]) == read(True, [2, 6, 4], shared) == whole

@@ -31,8 +31,26 @@ def test_fast_steps_run_from_boundary_to_boundary():
     lengths = _walk(_plan(), step_seconds=1e-4)  # 2 s hold 20 000 steps: a grid every 1 000 bounds them
     assert lengths[:40] == [25] * 40 and set(lengths[40:]) == {1000}  # 25: an eighth of a segment, until a boundary
     assert sum(lengths) == 20000
-    official = _walk(_plan(log_every=391, num_steps=156400, sample_every=9775, checkpoint_every=1955), 2e-4)
-    assert set(official) == {23, 1955}  # two programs for the whole run (23 * 17 = 391)
+    plan = _plan(log_every=391, num_steps=156400, sample_every=9775, checkpoint_every=1955)
+    official = _walk(plan, 2e-4)
+    assert set(official) == {23, 1955} and plan.unit == 23  # 23 * 17 = 391, 23 * 85 = 1955
+    assert plan.unit * plan.capacity >= 1955  # one program for the whole run: 1 to `capacity` units of 23
+
+
+@pytest.mark.parametrize("step_seconds", [1e-6, 1e-4, 2e-3, 0.05])
+def test_every_length_on_the_segment_grid_is_a_number_of_units(step_seconds):
+    """Whatever the step time, a run whose segment ends are multiples of the unit compiles one
+    program: every length a multiple of `unit`, at most `capacity` of them; slower than a unit
+    within the budget, lengths under a unit keep a stop prompt."""
+    plan = _plan(log_every=200, num_steps=20000, sample_every=1000, checkpoint_every=5000)
+    lengths = _walk(plan, step_seconds)
+    assert all(n % plan.unit == 0 and n <= plan.unit * plan.capacity for n in lengths), sorted(set(lengths))
+    assert max(lengths[1:]) * step_seconds <= trainer.CHUNK_SECONDS or max(lengths[1:]) == plan.unit
+    slow = _walk(plan, step_seconds=1.0)
+    assert set(slow[1:]) == {1} and slow[0] == plan.unit == 25  # 25 s a unit: one step a chunk
+    huge = _plan(log_every=200, num_steps=10**6, sample_every=10**6, checkpoint_every=10**6)
+    assert huge.unit * huge.capacity <= trainer.MAX_CHUNK_STEPS  # the metrics rows fetched stay few
+    assert max(_walk(huge, step_seconds=1e-7)) <= trainer.MAX_CHUNK_STEPS
 
 
 def test_slow_steps_run_parts_of_a_segment_within_the_budget():
@@ -84,9 +102,9 @@ def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, 
     etas = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ETA: ")]
     assert len(etas) == 1, etas
     left, rate = re.match(r"ETA: (\d+) steps to go, about \d\d:\d\d:\d\d at ([\d.]+) steps/s", etas[0]).groups()
-    # One-step chunks to the first boundary (100), then chunks of 100: the first one is its
-    # program's first run and does not count, the second (200 -> 300) is over 5 % of the run.
-    assert int(left) == 100 and float(rate) > 0
+    # One-step chunks to the first boundary (100), then chunks of 100 by the same program: the
+    # first of those (100 -> 200) is not the program's first run, and is over 5 % of the run.
+    assert int(left) == 200 and float(rate) > 0
 
 
 def test_a_multi_process_plan_is_one_segment_a_chunk_whatever_the_clock():

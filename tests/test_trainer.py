@@ -73,6 +73,33 @@ def test_chunk_equals_single_steps(bars):
     chex.assert_trees_all_close(s_a, s_b, atol=1e-6)
 
 
+@pytest.mark.parametrize("make_config", [tiny_bigan_config, lambda: tiny_variant("semi_supervised_plus", num_seeds=2)])
+def test_one_program_for_every_number_of_units_trains_the_bits_of_one_long_chunk(bars, make_config):
+    """The loop's shared program (TrainChunk with a unit): chunks of 1, 3, 4 and 2 units of 3 steps
+    leave the state, the metrics and the data order bit for bit as one program of 30 steps does
+    (BatchNorm, vmapped seeds, labelled streams); its unused metrics rows come after `length`."""
+    config = make_config()
+    model, n = registry.build_model(config), config.num_seeds
+    x, y = jnp.asarray(bars.train_images), jnp.asarray(bars.train_labels)
+    streams = trainer.stacked_streams(model, bars.train_labels, [config.seed + i for i in range(n)])
+    data_seed = list(range(7, 7 + n)) if n > 1 else 7
+    exact, shared = (trainer.make_train_chunk(model, config.batch_size, x.shape[0], data_seed, streams, n, **kw)
+                     for kw in ({}, {"unit": 3, "capacity": 4}))
+    init = jax.jit(jax.vmap(model.init) if n > 1 else model.init)
+    state = init(jax.random.split(jax.random.PRNGKey(0), n) if n > 1 else jax.random.PRNGKey(0))
+    once = jax.device_get(exact.carried(state, exact.order_at(state), x, y, 30))
+    state = init(jax.random.split(jax.random.PRNGKey(0), n) if n > 1 else jax.random.PRNGKey(0))
+    order, rows = shared.order_at(state), []
+    for length in (3, 9, 12, 6):
+        state, metrics, finite, order = shared.carried(state, order, x, y, length)
+        metrics = jax.device_get(metrics)
+        assert {len(v) for v in metrics.values()} == {12} and bool(np.all(finite))
+        rows.append({k: v[:length] for k, v in metrics.items()})
+    metrics = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, (once[0], once[1], once[3]), jax.device_get((state, metrics, order)))
+    assert shared.program(9) == (3, 4) and shared.program(13) == (13, 1) and shared.program(15) == (15, 1)
+
+
 @pytest.mark.parametrize("make", [lambda: AAE(tiny_aae_config()), lambda: BiGAN(tiny_bigan_config())])
 def test_checkpoint_round_trip(tmp_path, make):
     model = make()

@@ -1,8 +1,9 @@
 """The one training loop every model shares (the model protocol: aaejax/models/protocol.py).
 
-Design for speed: the dataset is put on the device once as uint8. `log_every` steps form one
-*chunk*, compiled as a single `lax.scan` over the train step with the state donated. Inside the
-scan each step gathers its batch on the device (aaejax/data/batching.py); the order is derived from
+Design for speed: the dataset is put on the device once as uint8. Many steps form one *chunk*,
+one compiled call with the state donated (ChunkPlan says how many; a run compiles one program for
+all of its lengths, TrainChunk). Inside it each step gathers its batch on the device
+(aaejax/data/batching.py); the order is derived from
 (data seed, epoch) alone, so it survives a resume mid-epoch. Logging, sample grids and
 checkpoints happen between chunks, where the only host transfer is the chunk's stacked metrics.
 
@@ -83,34 +84,50 @@ class TrainChunk:
     persistent cache. The loop uses `carried`, which also takes and returns the data order
     (`order_at`): a chunk then computes an epoch's permutation only where an epoch starts, not
     again at its own start (a sort of the dataset: 26 ms on 2 CPU cores, more than a fast
-    device's chunk)."""
+    device's chunk).
+
+    `unit`, `capacity` (the loop's ChunkPlan): a length that is a multiple of `unit`, up to
+    `capacity` units, runs in one program that takes the number of units as an argument, so a
+    run compiles one program, not one per length; its metrics have capacity * unit rows, the
+    first `length` of them the steps'. Other lengths (and every length when `unit` is 0) get a
+    program of their own, whose metrics are [length]."""
 
     spec: ChunkSpec
     keys: jax.Array
     subsets: dict
+    unit: int = 0
+    capacity: int = 1
+
+    def program(self, length: int) -> tuple[int, int]:
+        """(unit, capacity) of the program that runs `length` steps: length // unit units of it."""
+        if self.unit and length % self.unit == 0 and length <= self.unit * self.capacity:
+            return self.unit, self.capacity
+        return length, 1
 
     def order_at(self, state):
         """The data order carried into a chunk that starts at the state's step."""
         return first_order(state, keys=self.keys, spec=self.spec)
 
     def carried(self, state, order, images, labels, length: int):
-        """`(state, order)` -> (state, metrics [K], finite [], order); both inputs are donated."""
-        return train_chunk(state, order, images, labels, length=length, keys=self.keys, subsets=self.subsets,
-                           spec=self.spec)
+        """`(state, order)` -> (state, metrics [R >= K], finite [], order); both inputs are donated."""
+        unit, capacity = self.program(length)
+        return train_chunk(state, order, images, labels, length // unit, unit=unit, capacity=capacity,
+                           keys=self.keys, subsets=self.subsets, spec=self.spec)
 
     def __call__(self, state, images, labels, length: int):
         return self.carried(state, self.order_at(state), images, labels, length)[:3]
 
     def compile(self, state, images, labels, length: int):
         """Compiled ahead of time (`make bench` times it): `(state, images, labels)` -> as a call."""
-        compiled = train_chunk.lower(state, self.order_at(state), images, labels, length=length, keys=self.keys,
-                                     subsets=self.subsets, spec=self.spec).compile()
-        return lambda state, images, labels: compiled(state, self.order_at(state), images, labels, keys=self.keys,
-                                                      subsets=self.subsets)[:3]
+        unit, capacity = self.program(length)
+        compiled = train_chunk.lower(state, self.order_at(state), images, labels, length // unit, unit=unit,
+                                     capacity=capacity, keys=self.keys, subsets=self.subsets, spec=self.spec).compile()
+        return lambda state, images, labels: compiled(state, self.order_at(state), images, labels, length // unit,
+                                                      keys=self.keys, subsets=self.subsets)[:3]
 
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
-                     layout=None, data_order: str = "epochs") -> TrainChunk:
+                     layout=None, data_order: str = "epochs", unit: int = 0, capacity: int = 1) -> TrainChunk:
     """The chunk of `log_every` steps that training runs (TrainChunk).
 
     `finite` says whether every float in the state is finite after the chunk. `data_order`:
@@ -118,7 +135,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     add batch[f"{name}_image"] / [f"{name}_label"] drawn with replacement from those indices,
     each from its own key stream. With num_seeds > 1, `data_seed` and the streams' indices hold
     one entry per seed and metrics are [K, S], finite [S]. `layout` (parallel.Layout) pins the
-    state's and the batches' shardings on the device mesh.
+    state's and the batches' shardings on the device mesh. `unit`, `capacity`: see TrainChunk.
     """
     seeds, streams = Seeds(num_seeds), streams or {}
     spec = ChunkSpec(model, batch_size, num_examples, num_seeds, tuple((n, size) for n, (_, size) in streams.items()),
@@ -126,7 +143,7 @@ def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, strea
     place = jnp.asarray if layout is None else layout.put_replicated  # as the images: on every device
     keys = place(seeds.pick([jax.random.PRNGKey(int(d)) for d in np.atleast_1d(data_seed)]))
     subsets = {name: place(idx) for name, (idx, _) in streams.items()}
-    return TrainChunk(spec, keys, subsets)
+    return TrainChunk(spec, keys, subsets, unit, capacity)
 
 
 class _Order:
@@ -178,10 +195,13 @@ def first_order(state, *, keys, spec: ChunkSpec):
     return order if spec.layout is None else spec.layout.constrain_order(order)
 
 
-@functools.partial(jax.jit, static_argnames=("length", "spec"), donate_argnums=(0, 1))
-def train_chunk(state, order, images, labels, length: int, *, keys, subsets, spec: ChunkSpec):
-    """`length` train steps in one `lax.scan`, each gathering its batch on the device; `order`
-    (first_order, or the previous chunk's) is carried through and returned."""
+@functools.partial(jax.jit, static_argnames=("unit", "capacity", "spec"), donate_argnums=(0, 1))
+def train_chunk(state, order, images, labels, units, *, unit: int, capacity: int, keys, subsets, spec: ChunkSpec):
+    """`units` (<= capacity) x `unit` train steps, each gathering its batch on the device; `order`
+    (first_order, or the previous chunk's) is carried through and returned. The steps of a unit
+    are one `lax.scan`; units run in a loop of that many turns (with capacity 1: the scan alone,
+    `units` is 1), writing their metrics into [capacity, unit] rows. A fast device waits for the
+    loop's test once a unit, not once a step."""
     seeds, layout, data = Seeds(spec.num_seeds), spec.layout, _Order(keys, spec)
     extra_fns = {name: seeds.map(lambda k, subset, step, i=i, size=size: batching.subset_batch_indices(
         jax.random.fold_in(jax.random.fold_in(k, 2**31 - 1 - i), step), subset, size), (0, 0, None))
@@ -202,7 +222,23 @@ def train_chunk(state, order, images, labels, length: int, *, keys, subsets, spe
             state = layout.constrain_state(state)
         return (state, order, step + 1), metrics
 
-    (state, order, _), metrics = jax.lax.scan(body, (state, order, _step_of(state, spec)), length=length)
+    def run_unit(carry):
+        return jax.lax.scan(body, carry, length=unit)
+
+    carry = (state, order, _step_of(state, spec))
+    if capacity == 1:
+        (state, order, _), metrics = run_unit(carry)
+    else:
+        rows = jax.tree_util.tree_map(lambda m: jnp.zeros((capacity, *m.shape), m.dtype),
+                                      jax.eval_shape(run_unit, carry)[1])
+
+        def turn(i, loop):
+            carry, rows = run_unit(loop[0])
+            return carry, jax.tree_util.tree_map(lambda r, m: jax.lax.dynamic_update_index_in_dim(r, m, i, 0),
+                                                 loop[1], rows)
+
+        (state, order, _), rows = jax.lax.fori_loop(0, units, turn, (carry, rows))
+        metrics = jax.tree_util.tree_map(lambda r: r.reshape(capacity * unit, *r.shape[2:]), rows)
     if layout is not None:
         order = layout.constrain_order(order)
     return state, metrics, finite_fn(state), order
@@ -338,10 +374,10 @@ class Run:
         self.writer = writers.MetricWriter(self.workdir, enabled=self.primary, resume_step=step)
         return state, step
 
-    def chunk_fn(self):
+    def chunk_fn(self, plan: ChunkPlan):
         c = self.config
         return make_train_chunk(self.model, c.batch_size, self.images.shape[0], self.seeds.pick(self.data_seeds),
-                                self.streams, self.seeds.n, self.layout, c.data_order)
+                                self.streams, self.seeds.n, self.layout, c.data_order, plan.unit, plan.capacity)
 
     def eval_state(self, state, step: int):
         """BatchNorm population statistics (BiGAN), recomputed before every save and grid; the
@@ -385,13 +421,15 @@ class Run:
                                                             ncols=8))
         self.writer.image("samples", step, writers.image_grid(samples, ncols=8))
 
-    def finish(self, pending, step: int):
-        """Waits for a dispatched chunk; returns (metrics on host, an error message or None).
+    def finish(self, pending, step: int, length: int):
+        """Waits for a dispatched chunk of `length` steps from `step`; returns (its metrics on the
+        host, [length], an error message or None).
 
         Non-finite metrics stop the run unless config.skip_nonfinite (then those updates were
         skipped by the optimizer); a non-finite state always does."""
         _wait_in_python(pending[2])
         metrics, finite = self.fetch(pending[1:3])  # the chunk's only host transfer
+        metrics = {k: v[:length] for k, v in metrics.items()}  # past `length`: the program's unused rows
         kept = f"nothing was saved after step {step}" + (" (last checkpoint kept)" if self.ckpt.steps() else "")
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
         if bad and not self.config.skip_nonfinite:
@@ -450,6 +488,8 @@ def _crossed(step: int, prev: int, every: int) -> bool:
 # A compiled call's target length in seconds once the step time is known: long enough that the
 # loop around it costs little on a fast device, short enough that a stop waits only this long.
 CHUNK_SECONDS = 2.0
+# The longest chunk in steps: its metrics rows are fetched whole, however few steps a call runs.
+MAX_CHUNK_STEPS = 16384
 
 
 class ChunkPlan:
@@ -460,7 +500,11 @@ class ChunkPlan:
     fast, whole segments, never past a boundary: from a boundary to the next when it is within
     about CHUNK_SECONDS (boundaries recur, so does that length; until the first boundary the
     first chunks' length goes on), or else a power of two of them; when slow, log_every / 2^j
-    steps (about CHUNK_SECONDS), cut at the segment's end. So the lengths compiled are few."""
+    steps (about CHUNK_SECONDS), cut at the segment's end. Every length is a multiple of `unit`
+    (the first chunks' length) up to `capacity` units, so one program runs them all (TrainChunk),
+    but where a segment ends off that grid (a keep step, num_steps or a resumed step that is not
+    a multiple of `unit`) or a unit takes longer than CHUNK_SECONDS: such a length gets a program
+    of its own."""
 
     def __init__(self, config, evaluates: bool, fixed: bool = False):
         """`fixed`: one segment per chunk, whatever the step time (a multi-process run: every
@@ -471,6 +515,11 @@ class ChunkPlan:
         self.everies = [int(config.sample_every), int(config.checkpoint_every)]
         if evaluates:
             self.everies.append(int(config.eval_every))
+        self.unit = self.first_length
+        # No chunk crosses a boundary, and one comes at least every min(everies) steps (at the
+        # segment end after it) and at num_steps.
+        longest = min(min(self.everies) + self.log_every, self.num_steps, MAX_CHUNK_STEPS)
+        self.capacity = max(longest // self.unit, 1)
 
     @property
     def first_length(self) -> int:
@@ -497,12 +546,15 @@ class ChunkPlan:
             return end - step
         if step_seconds is None:
             return min(previous or self.first_length, end - step)
-        budget = max(int(CHUNK_SECONDS / step_seconds), 1)
+        budget = max(min(int(CHUNK_SECONDS / step_seconds), self.unit * self.capacity), 1)
         if step != start and 0 < previous <= 2 * budget:
             return min(previous, end - step)
-        if step != start or end - step > budget:  # part of a segment
-            length = self.log_every
-            while length > max(budget, 1):
+        if step != start or end - step > budget:  # part of a segment: log_every / 2^j, in units
+            units = max(self.log_every // self.unit, 1)
+            while units > 1 and units * self.unit > budget:
+                units //= 2
+            length = units * self.unit
+            while length > budget:  # a unit takes longer than the budget: fewer steps, so a stop waits little
                 length //= 2
             return min(length, end - step)
         ends, start = [end], step
@@ -532,7 +584,7 @@ class StepTimer:
     """Seconds per step, over the chunks so far (their programs' first runs left out once another
     chunk ran), each timed from when it could start (its call
     returned, compiled and dispatched, and the chunk before it finished) to when it finished.
-    `compiled`: the chunk lengths compiled so far."""
+    `compiled`: the chunk programs (TrainChunk.program) compiled so far."""
 
     def __init__(self):
         self.compiled, self.steps, self.seconds = set(), 0, 0.0
@@ -587,7 +639,7 @@ class Pipeline:
     asynchronously; each donates the state and data order it was given), `take` waits for the oldest."""
 
     def __init__(self, run: Run, plan: ChunkPlan, step: int):
-        self.run, self.plan, self.timer, self.chunk_fn = run, plan, StepTimer(), run.chunk_fn()
+        self.run, self.plan, self.timer, self.chunk_fn = run, plan, StepTimer(), run.chunk_fn(plan)
         self.inflight: list[dict] = []
         self.dispatched, self.previous, self.last_ready, self.order = step, 0, None, None
         self.t_first, self.compile_s, self.eta_logged = 0.0, None, False
@@ -599,12 +651,13 @@ class Pipeline:
         while (self.dispatched < num_steps and len(inflight) < _ahead(plan, timer, self.previous)
                and not (inflight and inflight[-1]["boundary"])):
             length = plan.length(self.dispatched, timer.step_seconds, inflight[-1]["length"] if inflight else self.previous)
-            self.previous, new_program = length, length not in timer.compiled
+            program = self.chunk_fn.program(length)
+            self.previous, new_program = length, program not in timer.compiled
             if self.compile_s is None and not inflight:
                 self.t_first = time.perf_counter()
             if new_program and inflight:  # compiling it would stall, and so mistime, those in flight
                 break
-            timer.compiled.add(length)
+            timer.compiled.add(program)
             if self.order is None:
                 self.order = self.chunk_fn.order_at(state)
             # `state` and the order are donated here
@@ -621,7 +674,7 @@ class Pipeline:
         """Waits for the oldest chunk: (chunk, its metrics on the host, its seconds). Logs the
         first chunk's time and, once, the ETA (after chunks of a fair length ran 5 s or 5 %)."""
         chunk = self.inflight[0]
-        metrics, error = self.run.finish(chunk["out"], chunk["start"])
+        metrics, error = self.run.finish(chunk["out"], chunk["start"], chunk["length"])
         if error:
             raise NonFiniteError(error)
         self.inflight.pop(0)
@@ -644,7 +697,7 @@ class Pipeline:
         Returns (the step the last finite one reached, whether all were finite)."""
         ok = True
         for chunk in self.inflight:
-            _, error = self.run.finish(chunk["out"], chunk["start"])
+            _, error = self.run.finish(chunk["out"], chunk["start"], chunk["length"])
             ok = ok and error is None
             if ok:
                 step = chunk["start"] + chunk["length"]
