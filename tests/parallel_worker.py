@@ -61,8 +61,9 @@ def main(out: Path) -> None:
 
 
 def chunk_programs(config, bars) -> int:
-    """Programs compiled for four chunks of one length at data order "stream", each given the
-    order the one before returned: 1 when that order keeps the sharding of the first."""
+    """Programs compiled for four chunks of 1, 3, 2 and 4 units of 2 steps (the loop's shared
+    program) at data order "stream", each given the order the one before returned: 1 when that
+    order keeps the sharding of the first."""
     config = config.copy_and_resolve_references()
     config.data_order = "stream"
     model, layout = registry.build_model(config), parallel.Layout(config)
@@ -70,10 +71,11 @@ def chunk_programs(config, bars) -> int:
     keys = jax.random.split(jax.random.PRNGKey(0), config.num_seeds)
     state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
     chunk = trainer.make_train_chunk(model, config.batch_size, len(bars.train_images), list(range(config.num_seeds)),
-                                     num_seeds=config.num_seeds, layout=layout, data_order="stream")
+                                     num_seeds=config.num_seeds, layout=layout, data_order="stream", unit=2,
+                                     capacity=4)
     before, order = trainer.train_chunk._cache_size(), chunk.order_at(state)
-    for _ in range(4):
-        state, _, _, order = chunk.carried(state, order, images, labels, 5)
+    for length in (2, 6, 4, 8):
+        state, _, _, order = chunk.carried(state, order, images, labels, length)
     return trainer.train_chunk._cache_size() - before
 
 

@@ -85,6 +85,7 @@ def test_eight_devices_match_one_device(tmp_path):
     assert int(one["device_count"]) == 1 and int(eight["device_count"]) == 8
     for run in ("bigan_batch", "aae_seeds"):
         assert int(eight[f"{run}/num_shards"]) == 8, run
+    assert int(eight["aae_seeds_stream_programs"]) == 1  # the shared program, its order sharded as the state
     resumed = [k for k in eight if k.startswith("resumed/")]
     assert set(one) == set(eight) - set(resumed) and resumed
     for key in one:

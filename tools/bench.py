@@ -291,7 +291,7 @@ def bench_loop(model_name: str) -> dict:
 
 
 def bench_chunks(model_name: str, length: int) -> dict:
-    """The stand-in's num_steps as chunks of `length` (the loop's own call, `carried`), fetching
+    """The stand-in's num_steps as chunks of `length` (`carried`, a program of that length), fetching
     each chunk's metrics; seconds scaled to the whole run, after a warm-up chunk of that length."""
     import jax
     import jax.numpy as jnp

@@ -128,7 +128,7 @@ class TrainChunk:
 
 def make_train_chunk(model, batch_size: int, num_examples: int, data_seed, streams=None, num_seeds: int = 1,
                      layout=None, data_order: str = "epochs", unit: int = 0, capacity: int = 1) -> TrainChunk:
-    """The chunk of `log_every` steps that training runs (TrainChunk).
+    """A run's chunk of training steps (TrainChunk).
 
     `finite` says whether every float in the state is finite after the chunk. `data_order`:
     see aaejax/data/batching.py. `streams` ({name: (indices, batch size)}, model.labelled_streams)
@@ -247,7 +247,7 @@ def train_chunk(state, order, images, labels, units, *, unit: int, capacity: int
 @functools.partial(jax.jit, static_argnames="spec")
 def _train_steps(state, batch, *, spec: ChunkSpec):
     """One train step of each of the run's models. Its own jit so that it is traced once, not
-    once per chunk length (XLA inlines it: the same program)."""
+    once per chunk program (XLA inlines it: the same program)."""
     return Seeds(spec.num_seeds).map(spec.model.train_step, (0, 0))(state, batch)
 
 
@@ -375,9 +375,12 @@ class Run:
         return state, step
 
     def chunk_fn(self, plan: ChunkPlan):
+        """The run's TrainChunk: one shared program for the plan's lengths, except in a multi-process
+        run (`plan.fixed`: one segment a chunk, all of one length, so the plain scan)."""
         c = self.config
+        unit, capacity = (0, 1) if plan.fixed else (plan.unit, plan.capacity)
         return make_train_chunk(self.model, c.batch_size, self.images.shape[0], self.seeds.pick(self.data_seeds),
-                                self.streams, self.seeds.n, self.layout, c.data_order, plan.unit, plan.capacity)
+                                self.streams, self.seeds.n, self.layout, c.data_order, unit, capacity)
 
     def eval_state(self, state, step: int):
         """BatchNorm population statistics (BiGAN), recomputed before every save and grid; the
@@ -660,9 +663,14 @@ class Pipeline:
             timer.compiled.add(program)
             if self.order is None:
                 self.order = self.chunk_fn.order_at(state)
+            # The chunk runs from its call at the earliest; a new program's from when the call returns
+            # (compiled). A call may return only once its chunk has nearly run (a device that waits
+            # for the units' loop test on the host): so a known program is timed from the call.
+            t0 = time.perf_counter()
             # `state` and the order are donated here
             out = self.chunk_fn.carried(state, self.order, self.run.images, self.run.labels, length=length)
-            t0 = time.perf_counter()  # compiled and dispatched: the chunk runs from here at the earliest
+            if new_program:
+                t0 = time.perf_counter()
             end = self.dispatched + length
             inflight.append({"start": self.dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
                              "boundary": plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))})
