@@ -108,21 +108,24 @@ class TrainChunk:
         """The data order carried into a chunk that starts at the state's step."""
         return first_order(state, keys=self.keys, spec=self.spec)
 
+    def _arguments(self, length: int) -> tuple[int, dict]:
+        """train_chunk's units, and its other arguments, for a chunk of `length` steps."""
+        unit, capacity = self.program(length)
+        return length // unit, dict(unit=unit, capacity=capacity, keys=self.keys, subsets=self.subsets, spec=self.spec)
+
     def carried(self, state, order, images, labels, length: int):
         """`(state, order)` -> (state, metrics [R >= K], finite [], order); both inputs are donated."""
-        unit, capacity = self.program(length)
-        return train_chunk(state, order, images, labels, length // unit, unit=unit, capacity=capacity,
-                           keys=self.keys, subsets=self.subsets, spec=self.spec)
+        units, kwargs = self._arguments(length)
+        return train_chunk(state, order, images, labels, units, **kwargs)
 
     def __call__(self, state, images, labels, length: int):
         return self.carried(state, self.order_at(state), images, labels, length)[:3]
 
     def compile(self, state, images, labels, length: int):
         """Compiled ahead of time (`make bench` times it): `(state, images, labels)` -> as a call."""
-        unit, capacity = self.program(length)
-        compiled = train_chunk.lower(state, self.order_at(state), images, labels, length // unit, unit=unit,
-                                     capacity=capacity, keys=self.keys, subsets=self.subsets, spec=self.spec).compile()
-        return lambda state, images, labels: compiled(state, self.order_at(state), images, labels, length // unit,
+        units, kwargs = self._arguments(length)
+        compiled = train_chunk.lower(state, self.order_at(state), images, labels, units, **kwargs).compile()
+        return lambda state, images, labels: compiled(state, self.order_at(state), images, labels, units,
                                                       keys=self.keys, subsets=self.subsets)[:3]
 
 
@@ -375,12 +378,10 @@ class Run:
         return state, step
 
     def chunk_fn(self, plan: ChunkPlan):
-        """The run's TrainChunk: one shared program for the plan's lengths, except in a multi-process
-        run (`plan.fixed`: one segment a chunk, all of one length, so the plain scan)."""
+        """The run's TrainChunk, with the plan's shared program (ChunkPlan.shared_program)."""
         c = self.config
-        unit, capacity = (0, 1) if plan.fixed else (plan.unit, plan.capacity)
         return make_train_chunk(self.model, c.batch_size, self.images.shape[0], self.seeds.pick(self.data_seeds),
-                                self.streams, self.seeds.n, self.layout, c.data_order, unit, capacity)
+                                self.streams, self.seeds.n, self.layout, c.data_order, *plan.shared_program)
 
     def eval_state(self, state, step: int):
         """BatchNorm population statistics (BiGAN), recomputed before every save and grid; the
@@ -518,16 +519,19 @@ class ChunkPlan:
         self.everies = [int(config.sample_every), int(config.checkpoint_every)]
         if evaluates:
             self.everies.append(int(config.eval_every))
-        self.unit = self.first_length
+        # The first chunks' length, and the grid of every other: the largest divisor of
+        # log_every up to an eighth of it.
+        self.unit = max(d for d in range(1, max(self.log_every // 8, 1) + 1) if self.log_every % d == 0)
         # No chunk crosses a boundary, and one comes at least every min(everies) steps (at the
         # segment end after it) and at num_steps.
         longest = min(min(self.everies) + self.log_every, self.num_steps, MAX_CHUNK_STEPS)
         self.capacity = max(longest // self.unit, 1)
 
     @property
-    def first_length(self) -> int:
-        """The first chunks' length: the largest divisor of log_every up to an eighth of it."""
-        return max(d for d in range(1, max(self.log_every // 8, 1) + 1) if self.log_every % d == 0)
+    def shared_program(self) -> tuple[int, int]:
+        """(unit, capacity) of the one program that runs the plan's lengths (TrainChunk); (0, 1),
+        a program per length, when `fixed`: every chunk is one segment, so one length anyway."""
+        return (0, 1) if self.fixed else (self.unit, self.capacity)
 
     def segment_end(self, step: int) -> int:
         """The first segment end after `step`."""
@@ -540,7 +544,7 @@ class ChunkPlan:
 
     def length(self, step: int, step_seconds: float | None, previous: int = 0) -> int:
         """The next chunk's length from `step`. Before the step time is known (`step_seconds`
-        None), `first_length` steps, so a stop during the first chunks waits little; that length
+        None), `unit` steps, so a stop during the first chunks waits little; that length
         goes on until the first boundary (no new program). Inside a segment, the `previous`
         length, cut at the segment's end; else log_every / 2^j, the largest within the budget."""
         end = self.segment_end(step)
@@ -548,7 +552,7 @@ class ChunkPlan:
         if self.fixed:
             return end - step
         if step_seconds is None:
-            return min(previous or self.first_length, end - step)
+            return min(previous or self.unit, end - step)
         budget = max(min(int(CHUNK_SECONDS / step_seconds), self.unit * self.capacity), 1)
         if step != start and 0 < previous <= 2 * budget:
             return min(previous, end - step)
@@ -572,7 +576,7 @@ class ChunkPlan:
             at_boundary = step == 0 or self.is_boundary(step, self.segment_start(step))
             if at_boundary:
                 return ends[-1] - step
-            return min(previous, end - step) if previous == self.first_length else end - step
+            return min(previous, end - step) if previous == self.unit else end - step
         return ends[2 ** int(math.log2(len(ends))) - 1] - step
 
     def segment_start(self, end: int) -> int:
@@ -585,8 +589,8 @@ class ChunkPlan:
 
 class StepTimer:
     """Seconds per step, over the chunks so far (their programs' first runs left out once another
-    chunk ran), each timed from when it could start (its call
-    returned, compiled and dispatched, and the chunk before it finished) to when it finished.
+    chunk ran), each timed from when it could start (its call, or for a new program when the call
+    returned compiled; and not before the chunk before it finished) to when it finished.
     `compiled`: the chunk programs (TrainChunk.program) compiled so far."""
 
     def __init__(self):
