@@ -62,6 +62,17 @@ def _labels():
     return np.random.default_rng(1).integers(0, 10, N_TRAIN).astype(np.int32)
 
 
+def _make_chunk(model, config, labels, seeds=(0,), layout=None):
+    """The loop's chunk function for the variant, as `make train` builds it: its data order, and
+    the labelled streams its model draws from `labels` (numpy), one set per seed."""
+    from aaejax.run import trainer
+
+    seeds = list(seeds)
+    return trainer.make_train_chunk(model, config.batch_size, N_TRAIN, seeds if len(seeds) > 1 else seeds[0],
+                                    trainer.stacked_streams(model, labels, seeds), num_seeds=len(seeds),
+                                    layout=layout, data_order=config.data_order)
+
+
 class _Chunks:
     """A chunk function driven as the loop drives it (`carried`): the state and the data order go
     from one call to the next. `run(length)` -> (metrics, finite) of that chunk, dispatched."""
@@ -87,14 +98,12 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     import jax.numpy as jnp
 
     from aaejax.models import registry
-    from aaejax.run import trainer
 
     config = _config(model_name, batch_size)
     model = registry.build_model(config)
     images, labels = jax.device_put(_dataset()), _labels()
     steps_per_epoch = N_TRAIN // batch_size
-    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, data_seed=0,
-                                     streams=trainer.stacked_streams(model, labels, [0]), data_order=config.data_order)
+    chunk = _make_chunk(model, config, labels)
     labels = jnp.asarray(labels)
     t = time.perf_counter()
     chunks = _Chunks(chunk, model.init(jax.random.PRNGKey(0)), images, labels)
@@ -151,7 +160,7 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     """num_seeds models in one vmapped chunk, sharded over the devices like `make train` does."""
     import jax
 
-    from aaejax.run import parallel, trainer
+    from aaejax.run import parallel
     from aaejax.models import registry
 
     config = _config(model_name, batch_size)
@@ -163,13 +172,9 @@ def bench_seeds(model_name: str, batch_size: int, num_seeds: int, seconds: float
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     if num_seeds == 1:
         state = jax.jit(model.init, out_shardings=layout.state)(keys[0])
-        seeds = 0
     else:
         state = jax.jit(jax.vmap(model.init), out_shardings=layout.state)(keys)
-        seeds = list(range(num_seeds))
-    streams = trainer.stacked_streams(model, labels_np, list(range(num_seeds)))
-    chunk = trainer.make_train_chunk(model, batch_size, N_TRAIN, seeds, streams, num_seeds=num_seeds, layout=layout,
-                                     data_order=config.data_order)
+    chunk = _make_chunk(model, config, labels_np, range(num_seeds), layout)
     chunks = _Chunks(chunk, state, images, labels)
     jax.block_until_ready(chunks.run(steps))
     n, t = 0, time.perf_counter()
@@ -193,14 +198,14 @@ def _first_step_child(model_name: str) -> None:
     import jax
 
     from aaejax.models import registry
-    from aaejax.run import trainer
 
     config = _config(model_name, 128 if model_name == "bigan" else 32)
     model = registry.build_model(config)
     images = jax.device_put(_dataset())
-    labels = jax.device_put(jax.numpy.zeros((N_TRAIN,), jax.numpy.int32))
+    labels_np = _labels()
+    labels = jax.device_put(labels_np)
     state = jax.jit(model.init)(jax.random.PRNGKey(0))
-    chunk = trainer.make_train_chunk(model, config.batch_size, N_TRAIN, data_seed=0, data_order=config.data_order)
+    chunk = _make_chunk(model, config, labels_np)
     compiled = chunk.compile(state, images, labels, length=config.log_every)
     t_compiled = time.perf_counter() - t0
     state, m, _ = compiled(state, images, labels)
@@ -297,12 +302,11 @@ def bench_chunks(model_name: str, length: int) -> dict:
     import jax.numpy as jnp
 
     from aaejax.models import registry
-    from aaejax.run import trainer
 
     c = _standin(model_name)
     model, total = registry.build_model(c), int(c.num_steps)
-    chunk = trainer.make_train_chunk(model, int(c.batch_size), N_TRAIN, 0, data_order=c.data_order)
-    chunks = _Chunks(chunk, model.init(jax.random.PRNGKey(0)), jnp.asarray(_dataset()), jnp.asarray(_labels()))
+    chunks = _Chunks(_make_chunk(model, c, _labels()), model.init(jax.random.PRNGKey(0)), jnp.asarray(_dataset()),
+                     jnp.asarray(_labels()))
     jax.block_until_ready(chunks.run(length))  # compiles
     n = max(total // length, 1)
     t0 = time.perf_counter()
