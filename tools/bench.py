@@ -8,7 +8,8 @@ Prints one JSON line per measurement:
 - with --loop, {"bench": "loop", model, variant, ...}: the CPU stand-in for a fast device (every
   width 8, batch 8, so a step costs microseconds) through the real loop (`trainer.train`) at the
   variant's own cadences and length, against the same run as one chunk with no intermediate
-  grids or checkpoints; and the first ETA the run printed against the time it then took;
+  grids or checkpoints: a first (compiling) run of each, then --loop_rounds more, alternated, and
+  the ratio of their medians; and each default run's first ETA against the time it then took;
 - with --chunk_lengths=L1,L2,..., {"bench": "chunks", model, variant, length, steps, seconds}: the
   loop stand-in's whole run (its variant's num_steps, at its data order) as chunks of each fixed
   length, each chunk's metrics fetched, no logging: what a chunk costs besides its steps.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ flags.DEFINE_list("seed_counts", [], "Also measure num_seeds vmapped models at t
                   "at the first batch size; model-steps/s and the speed-up over one model.")
 flags.DEFINE_bool("stop", False, "Only the stop latency: SIGINT to named configs' real runs, seconds to exit.")
 flags.DEFINE_bool("loop", False, "Only the loop stand-in (aae:seed, bigan:official at width 8, batch 8).")
+flags.DEFINE_integer("loop_rounds", 3, "With --loop: runs of each of the two after a first (compiling) run of each.")
 flags.DEFINE_list("chunk_lengths", [], "Only the stand-in's run in chunks of each of these lengths (see above).")
 flags.DEFINE_string("_first_step_child", None, "Internal: run one first step for this model and exit.")
 FLAGS = flags.FLAGS
@@ -248,10 +251,14 @@ def _standin(model_name: str):
     return c
 
 
-def bench_loop(model_name: str) -> dict:
-    """wall time of the real loop on the stand-in, at the variant's cadences and as one chunk."""
+def bench_loop(model_name: str, rounds: int) -> dict:
+    """The real loop on the stand-in, at the variant's cadences ("default") and as one chunk: a
+    first run of each (compiling), then `rounds` more of each, alternated. Each run's seconds are
+    the loop's, from its "training" line to its "trained to step" line (the latter's figure at
+    millisecond resolution); the ratio is of the medians of the later runs, whose programs come
+    from memory, so it is what the loop adds, not what compiling costs."""
     import logging
-    import re
+    import statistics
 
     import numpy as np
 
@@ -267,29 +274,32 @@ def bench_loop(model_name: str) -> dict:
     handler.emit = lambda record: (messages.append(record.getMessage()), times.append(time.perf_counter()))
     logging.getLogger("aaejax").addHandler(handler)
     logging.getLogger("aaejax").setLevel(logging.INFO)
-    out = {"bench": "loop", "model": model_name, "variant": LOOP_VARIANTS[model_name]}
+    out = {"bench": "loop", "model": model_name, "variant": LOOP_VARIANTS[model_name], "rounds": rounds}
+    seconds = {"one_chunk": [], "default": []}
     try:
-        for name in ("one_chunk", "default"):  # one_chunk first: it also fills the compilation cache
-            c = _standin(model_name)
-            if name == "one_chunk":
-                c.log_every = c.sample_every = c.checkpoint_every = c.num_steps
-            messages.clear()
-            times.clear()
-            with tempfile.TemporaryDirectory() as workdir:
-                t0 = time.perf_counter()
-                trainer.train(c, workdir, dataset=ds)
-                t_end = time.perf_counter()
-                wall = t_end - t0
-            done = next(m for m in messages if m.startswith("trained to step"))
-            out[f"{name}_s"] = round(float(re.search(r"in ([\d.]+) s", done).group(1)), 2)
-            out[f"{name}_wall_s"] = round(wall, 2)
-            i = next((i for i, m in enumerate(messages) if m.startswith("ETA: ")), None)
-            if name == "default" and i is not None:  # the first ETA (steps to go / the rate it names)
-                left, rate = re.search(r"(\d+) steps to go, about .* at ([\d.]+) steps/s", messages[i]).groups()
-                out["first_eta"] = messages[i]
-                out["first_eta_s"], out["actual_remaining_s"] = round(int(left) / float(rate), 2), round(t_end - times[i], 2)
+        for i in range(rounds + 1):
+            for name in ("one_chunk", "default"):
+                c = _standin(model_name)
+                if name == "one_chunk":
+                    c.log_every = c.sample_every = c.checkpoint_every = c.num_steps
+                messages.clear()
+                times.clear()
+                with tempfile.TemporaryDirectory() as workdir:
+                    trainer.train(c, workdir, dataset=ds)
+                t_end = times[next(j for j, m in enumerate(messages) if m.startswith("trained to step"))]
+                t_start = times[next(j for j, m in enumerate(messages) if m.startswith("training "))]
+                seconds[name].append(round(t_end - t_start, 3))
+                j = next((j for j, m in enumerate(messages) if m.startswith("ETA: ")), None)
+                if name == "default" and j is not None:  # the first ETA (steps to go / the rate it names)
+                    left, rate = re.search(r"(\d+) steps to go, about .* at ([\d.]+) steps/s", messages[j]).groups()
+                    eta = int(left) / float(rate)
+                    out.setdefault("first_eta_error_pct", []).append(round(100 * (eta / (t_end - times[j]) - 1), 1))
         out["steps"] = int(c.num_steps)
-        out["default_over_one_chunk"] = round(out["default_s"] / out["one_chunk_s"], 3)
+        for name, values in seconds.items():
+            out[f"{name}_first_s"], out[f"{name}_s"] = values[0], values[1:]
+        if rounds:
+            out["default_over_one_chunk"] = round(statistics.median(seconds["default"][1:])
+                                                  / statistics.median(seconds["one_chunk"][1:]), 3)
     finally:
         logging.getLogger("aaejax").removeHandler(handler)
     return out
@@ -369,7 +379,7 @@ def main(argv):
 
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
         for model_name in FLAGS.models:
-            print(json.dumps(bench_loop(model_name)), flush=True)
+            print(json.dumps(bench_loop(model_name, FLAGS.loop_rounds)), flush=True)
         return
     for model_name in FLAGS.models:
         for bs in map(int, FLAGS.batch_sizes):
