@@ -474,10 +474,12 @@ class Run:
         return bool(np.any(multihost_utils.process_allgather(np.int32(stop.signum is not None))))
 
 
-def _wait_in_python(x, longest: float = 0.02) -> None:
+def _wait_in_python(x, longest: float = 0.002) -> None:
     """Waits for array(s) `x` in short sleeps, not in one blocking call: Python runs signal
     handlers only between its own instructions, so a Ctrl-C is seen (and a second one obeyed) at
-    once, not after the chunk. The sleeps grow from 0.1 ms to `longest`, which bounds the delay."""
+    once, not after the chunk. The sleeps grow from 0.1 ms to `longest`: a wait overshoots the
+    chunk's end by up to that, and the device idles meanwhile at a boundary (a 20 ms cap cost
+    the aae:seed stand-in's 20 boundaries and 40 first chunks about 0.3 s; docs/benchmarks.md)."""
     leaves = [a for a in jax.tree_util.tree_leaves(x) if hasattr(a, "is_ready")]
     nap = 1e-4
     while not all(a.is_ready() for a in leaves):
