@@ -2,7 +2,7 @@
 
 Saves go through orbax's commit protocol (a step directory appears only when complete) and are
 synchronous, so a failed save (a full disk) is reported at its step, in the main thread, as one
-`WriteError`; temporary directories a failed save left are removed when a run opens the folder.
+`WriteError` (the training loop saves a device copy of the state while the next chunk runs); temporary directories a failed save left are removed when a run opens the folder.
 Restores try the newest step first and fall back to older
 ones when it is unreadable; a work dir whose checkpoints are all unreadable is an error, never a
 silent fresh start. A resumed run moves the unreadable newer steps aside (`set_aside`) rather than

@@ -281,6 +281,13 @@ def stacked_streams(model, train_labels: np.ndarray, seeds: list[int]) -> dict:
             for name, (_, size) in per_seed[0].items()}
 
 
+@jax.jit
+def snapshot(state):
+    """A copy of `state` in new device buffers (`copy`, not forwarded), which a save can read
+    while the next chunk, which donates `state`, runs."""
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+
+
 def state_is_finite(state) -> jax.Array:
     return all_finite(state.nets)
 
@@ -721,7 +728,8 @@ class Pipeline:
 
 def _loop(run: Run, config):
     """The training loop: while the device runs a chunk, the host logs the one before (Pipeline).
-    At a boundary (ChunkPlan) the loop waits for the state, saves and draws, then goes on. A stop
+    At a boundary (ChunkPlan) the loop waits for the state, copies it to save and draws samples
+    from it on the device, dispatches the next chunk, and saves and writes while that runs. A stop
     (SIGINT/SIGTERM) is honoured when the chunks in flight end."""
     t_start, step, pipe = time.perf_counter(), 0, None
     try:
@@ -844,10 +852,10 @@ def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, star
 
 
 def _at_boundary(run, config, plan, state, step, segment, progress, timer, metrics, dt):
-    """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, the
-    checkpoint. Returns (the state training continues from, the host work to do once the next
-    chunk is dispatched: the segments' lines (unless a checkpoint is saved here: the line goes
-    before it) and the grids)."""
+    """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, and
+    a device copy of the state to save. Returns (the state training continues from, the host work
+    to do once the next chunk is dispatched: the segments' lines, then the checkpoint (a run
+    killed after the save resumes past the line), then the grids)."""
     prev = plan.segment_start(step)
     last = step >= config.num_steps
     want_samples = _crossed(step, prev, config.sample_every) or last
@@ -863,14 +871,13 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
     def lines():
         _log_segments(run, config, plan, segment, progress, timer, metrics, dt, start, evals)
 
-    if want_ckpt:
-        lines()  # the line before the checkpoint: a run killed after the save resumes past this line
-        run.save(step, state)
-    jax.block_until_ready((state, grids))  # else the next chunk's time would include this work
+    saved = snapshot(state) if want_ckpt else None
+    jax.block_until_ready((state, grids, saved))  # else the next chunk's time would include this work
 
     def host_work():  # overlaps the next chunk's steps
-        if not want_ckpt:
-            lines()
+        lines()
+        if saved is not None:
+            run.save(step, saved)
         if grids is not None:
             run.write_samples(step, grids)
     return state, host_work
