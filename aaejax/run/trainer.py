@@ -606,18 +606,25 @@ class StepTimer:
         self.compiled, self.steps, self.seconds = set(), 0, 0.0
         self.warm_steps, self.warm_seconds = 0, 0.0  # chunks that were not their program's first run
         self.sized_steps, self.sized_seconds = 0, 0.0  # chunks long enough that the loop's own cost is small
+        # The wall clock from the end of the first such chunk: the loop's steady state, boundaries included
+        self.wall_from, self.wall_to, self.wall_steps = None, None, 0
 
-    def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool) -> None:
+    def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool, now: float) -> None:
         """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
         plan allows between boundaries); else it counts for the rate only if it ran a while.
         `first_run`: its program's first execution (slower: buffers and threads start), which
-        does not count for the rate, nor for the step time once another chunk ran."""
+        does not count for the rate, nor for the step time once another chunk ran. `now`: when it
+        was seen to end."""
         fair = not first_run and (whole_segments or (self.step_seconds and length * self.step_seconds >= CHUNK_SECONDS / 4))
         self.steps, self.seconds = self.steps + length, self.seconds + seconds
         if not first_run:
             self.warm_steps, self.warm_seconds = self.warm_steps + length, self.warm_seconds + seconds
         if fair:
             self.sized_steps, self.sized_seconds = self.sized_steps + length, self.sized_seconds + seconds
+        if self.wall_from is not None:
+            self.wall_steps, self.wall_to = self.wall_steps + length, now
+        elif fair:
+            self.wall_from = now
 
     @property
     def step_seconds(self) -> float | None:
@@ -627,8 +634,16 @@ class StepTimer:
         return self.seconds / self.steps if self.steps else None
 
     @property
+    def wall_seconds(self) -> float:
+        return self.wall_to - self.wall_from if self.wall_steps else 0.0
+
+    @property
     def rate(self) -> float | None:
-        """Steps per second the rest of the run can expect: over the chunks of a fair length."""
+        """Steps per second the rest of the run can expect: the steps since the first chunk of a
+        fair length ended over the wall time since (the boundaries' waits, grids, evaluations and
+        saves included); until a chunk followed it, over the fair chunks' own time."""
+        if self.wall_steps:
+            return self.wall_steps / self.wall_seconds
         return self.sized_steps / self.sized_seconds if self.sized_steps else None
 
 
@@ -693,7 +708,8 @@ class Pipeline:
 
     def take(self, num_steps: int):
         """Waits for the oldest chunk: (chunk, its metrics on the host, its seconds). Logs the
-        first chunk's time and, once, the ETA (after chunks of a fair length ran 5 s or 5 %)."""
+        first chunk's time and, once, the ETA (once the wall clock since the first chunk of a fair
+        length covers 5 s or 5 % of the run: StepTimer.rate)."""
         chunk = self.inflight[0]
         metrics, error = self.run.finish(chunk["out"], chunk["start"], chunk["length"])
         if error:
@@ -702,11 +718,11 @@ class Pipeline:
         now, timer = time.perf_counter(), self.timer
         dt = now - max(chunk["t0"], self.last_ready or chunk["t0"])
         self.last_ready = now
-        timer.add(chunk["length"], dt, chunk["length"] >= self.plan.log_every, chunk["new"])
+        timer.add(chunk["length"], dt, chunk["length"] >= self.plan.log_every, chunk["new"], now)
         if self.compile_s is None:
             self.compile_s = now - self.t_first
             log.info("first chunk %.1f s incl. compilation", self.compile_s)
-        if not self.eta_logged and timer.rate and (timer.sized_seconds >= 5 or timer.sized_steps >= 0.05 * num_steps):
+        if not self.eta_logged and timer.wall_steps and (timer.wall_seconds >= 5 or timer.wall_steps >= 0.05 * num_steps):
             self.eta_logged = True
             left = num_steps - chunk["start"] - chunk["length"]
             log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
