@@ -3,6 +3,7 @@ same bits and writes the same lines, and the wall-time bound on checkpoints."""
 
 import json
 
+import chex
 import jax
 import ml_collections
 import numpy as np
@@ -93,11 +94,12 @@ def test_checkpoints_are_bounded_by_wall_time(bars, tmp_path):
     assert checkpoint_steps(tmp_path) == [15, 40]  # the keep step and the end; every 10 steps is too often
 
 
-def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, caplog):
+def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, caplog, monkeypatch):
     import logging
     import re
 
     caplog.set_level(logging.INFO, logger="aaejax")
+    monkeypatch.setattr(trainer, "CHUNK_SECONDS", 1e6)  # no chunk is fair by its time alone on a loaded machine
     trainer.train(tiny_aae_config(num_steps=400, log_every=10, sample_every=100, checkpoint_every=100), tmp_path, bars)
     etas = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ETA: ")]
     assert len(etas) == 1, etas
@@ -119,3 +121,64 @@ def test_durations_past_a_day_keep_their_days():
     from aaejax.run.console import duration
 
     assert duration(27 * 3600 + 61) == "1d 03:01:01" and duration(59) == "00:00:59" and duration(float("nan")) == "?"
+
+
+def test_snapshot_is_a_copy_that_outlives_the_donated_state():
+    state = {"w": jax.numpy.arange(4.0), "n": jax.numpy.int32(3), "key": jax.random.PRNGKey(1)}
+    copy = trainer.snapshot(state)
+    assert all(a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+               for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(copy)))  # not forwarded
+    jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)(state)
+    assert state["w"].is_deleted()
+    np.testing.assert_array_equal(copy["w"], [0.0, 1.0, 2.0, 3.0])
+    assert int(copy["n"]) == 3 and list(np.asarray(copy["key"])) == [0, 1]
+
+
+def test_a_checkpoint_saved_while_the_next_chunk_runs_is_the_state_at_its_step(bars, tmp_path):
+    import aaejax
+
+    # 40 steps, a checkpoint every 20: the one at 20 is saved from its copy once 20 -> 40 is dispatched
+    trainer.train(tiny_aae_config(num_steps=40, max_to_keep=5), tmp_path / "long", bars)
+    at_20 = trainer.train(tiny_aae_config(num_steps=20), tmp_path / "short", bars)
+    assert checkpoint_steps(tmp_path / "long") == [20, 40]
+    chex.assert_trees_all_equal(aaejax.load(tmp_path / "long", step=20).state, at_20)
+
+
+def test_a_failed_dispatch_after_a_checkpoint_boundary_keeps_its_line_and_checkpoint(bars, tmp_path, monkeypatch):
+    fill = trainer.Pipeline.fill
+
+    def failing_fill(self, state, num_steps):
+        if self.dispatched == 20 and not self.inflight:  # the chunk after the boundary at 20
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+        return fill(self, state, num_steps)
+
+    monkeypatch.setattr(trainer.Pipeline, "fill", failing_fill)
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    assert checkpoint_steps(tmp_path) == [20]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20]
+
+
+def test_the_eta_rate_is_wall_clock_from_the_first_fair_chunk_without_first_compiles():
+    t = trainer.StepTimer()
+    t.add(10, 1.0, whole_segments=False, first_run=True, now=1.0)  # a program's first run: no window
+    t.exclude(5.0)  # before the window: ignored
+    assert t.wall_from is None and t.rate is None
+    t.add(100, 0.5, whole_segments=True, first_run=False, now=2.0)  # the first fair chunk opens it
+    assert t.rate == 200.0 and t.wall_seconds == 0.0  # its own time until a chunk follows
+    t.add(100, 0.5, whole_segments=True, first_run=False, now=2.0)  # no time between: the fair chunks' rate
+    assert t.rate == 200.0
+    t.exclude(0.25)  # a boundary that compiled its grids' programs
+    t.add(100, 0.5, whole_segments=True, first_run=False, now=3.0)
+    assert t.wall_steps == 200 and t.wall_seconds == 0.75 and t.rate == pytest.approx(200 / 0.75)
+
+
+def test_no_eta_line_for_the_last_chunk(bars, tmp_path, caplog, monkeypatch):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="aaejax")
+    monkeypatch.setattr(trainer, "CHUNK_SECONDS", 1e6)
+    # as the ETA test below but 300 steps: the window fills on the chunk that ends the run
+    trainer.train(tiny_aae_config(num_steps=300, log_every=10, sample_every=100, checkpoint_every=100), tmp_path, bars)
+    assert not [r for r in caplog.records if r.getMessage().startswith("ETA: ")]

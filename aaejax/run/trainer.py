@@ -334,6 +334,7 @@ class Run:
         self.ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep, keep_steps=config.keep_steps)
         self.writer: writers.MetricWriter | None = None  # opened by initial_state, at the step it restores
         self.last_save = time.perf_counter()
+        self.boundary_kinds: set[str] = set()  # what boundaries did so far: samples, checkpoint, eval
         self.fetch = jax.device_get if jax.process_count() == 1 else functools.partial(
             multihost_utils.process_allgather, tiled=True)
 
@@ -608,6 +609,7 @@ class StepTimer:
         self.sized_steps, self.sized_seconds = 0, 0.0  # chunks long enough that the loop's own cost is small
         # The wall clock from the end of the first such chunk: the loop's steady state, boundaries included
         self.wall_from, self.wall_to, self.wall_steps = None, None, 0
+        self.excluded = 0.0  # seconds inside that window the loop spent compiling a boundary's programs
 
     def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool, now: float) -> None:
         """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
@@ -633,16 +635,22 @@ class StepTimer:
             return self.warm_seconds / self.warm_steps
         return self.seconds / self.steps if self.steps else None
 
+    def exclude(self, seconds: float) -> None:
+        """Leaves `seconds` (a boundary that compiled its programs) out of the rate's window."""
+        if self.wall_from is not None:
+            self.excluded += seconds
+
     @property
     def wall_seconds(self) -> float:
-        return self.wall_to - self.wall_from if self.wall_steps else 0.0
+        return self.wall_to - self.wall_from - self.excluded if self.wall_steps else 0.0
 
     @property
     def rate(self) -> float | None:
         """Steps per second the rest of the run can expect: the steps since the first chunk of a
         fair length ended over the wall time since (the boundaries' waits, grids, evaluations and
-        saves included); until a chunk followed it, over the fair chunks' own time."""
-        if self.wall_steps:
+        saves included, a boundary's first compiles not); until a chunk followed it, over the fair
+        chunks' own time."""
+        if self.wall_steps and self.wall_seconds > 0:
             return self.wall_steps / self.wall_seconds
         return self.sized_steps / self.sized_seconds if self.sized_steps else None
 
@@ -681,7 +689,7 @@ class Pipeline:
         plan, timer, inflight = self.plan, self.timer, self.inflight
         while (self.dispatched < num_steps and len(inflight) < _ahead(plan, timer, self.previous)
                and not (inflight and inflight[-1]["boundary"])):
-            length = plan.length(self.dispatched, timer.step_seconds, inflight[-1]["length"] if inflight else self.previous)
+            length = self._next_length()
             program = self.chunk_fn.program(length)
             self.previous, new_program = length, program not in timer.compiled
             if self.compile_s is None and not inflight:
@@ -706,6 +714,14 @@ class Pipeline:
             # leaves the three in step
         return state
 
+    def _next_length(self) -> int:
+        return self.plan.length(self.dispatched, self.timer.step_seconds,
+                                self.inflight[-1]["length"] if self.inflight else self.previous)
+
+    def compiles_next(self, num_steps: int) -> bool:
+        """Whether the next chunk `fill` would dispatch needs a program not compiled yet."""
+        return self.dispatched < num_steps and self.chunk_fn.program(self._next_length()) not in self.timer.compiled
+
     def take(self, num_steps: int):
         """Waits for the oldest chunk: (chunk, its metrics on the host, its seconds). Logs the
         first chunk's time and, once, the ETA (once the wall clock since the first chunk of a fair
@@ -722,9 +738,10 @@ class Pipeline:
         if self.compile_s is None:
             self.compile_s = now - self.t_first
             log.info("first chunk %.1f s incl. compilation", self.compile_s)
-        if not self.eta_logged and timer.wall_steps and (timer.wall_seconds >= 5 or timer.wall_steps >= 0.05 * num_steps):
+        left = num_steps - chunk["start"] - chunk["length"]
+        if (not self.eta_logged and left and timer.wall_steps and timer.rate
+                and (timer.wall_seconds >= 5 or timer.wall_steps >= 0.05 * num_steps)):
             self.eta_logged = True
-            left = num_steps - chunk["start"] - chunk["length"]
             log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
                      duration(left / timer.rate), timer.rate)
         return chunk, metrics, dt
@@ -763,11 +780,13 @@ def _loop(run: Run, config):
             try:
                 while True:
                     stopping = run.stop_requested(stop)
-                    if not stopping:
-                        state = pipe.fill(state, config.num_steps)
-                    if deferred is not None:
-                        deferred, work = None, deferred
-                        work()
+                    if not stopping and deferred is not None and pipe.compiles_next(config.num_steps):
+                        deferred = _done(deferred)  # the compile would stall the device anyway: save first
+                    try:
+                        if not stopping:
+                            state = pipe.fill(state, config.num_steps)
+                    finally:  # the boundary's line and checkpoint, also when the dispatch failed
+                        deferred = _done(deferred)
                     if not pipe.inflight:
                         if stopping:
                             _stop(run, state, step, stop.signum)
@@ -775,18 +794,17 @@ def _loop(run: Run, config):
                     chunk, metrics, dt = pipe.take(config.num_steps)
                     step = chunk["start"] + chunk["length"]
                     if chunk["boundary"] and not pipe.inflight:  # the state at `step` is `state`: save and draw
-                        state, deferred = _at_boundary(run, config, plan, state, step, segment, progress, pipe.timer,
-                                                       metrics, dt)
+                        t_boundary = time.perf_counter()
+                        state, deferred, first_use = _at_boundary(run, config, plan, state, step, segment, progress,
+                                                                  pipe.timer, metrics, dt)
+                        if first_use:  # compiled its programs: not the loop's steady state
+                            pipe.timer.exclude(time.perf_counter() - t_boundary)
                     else:
                         _log_segments(run, config, plan, segment, progress, pipe.timer, metrics, dt, chunk["start"])
                     if stopping and not pipe.inflight:
-                        if deferred is not None:  # its lines go before _stop's checkpoint
-                            deferred, work = None, deferred
-                            work()
+                        deferred = _done(deferred)  # its line (and checkpoint) before _stop's
                         _stop(run, state, step, stop.signum)
             except KeyboardInterrupt:
-                if deferred is not None:  # the last boundary's grids and line
-                    deferred()
                 progress.close()
                 step, ok = pipe.drain(step)
                 if ok and not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)) and step not in run.ckpt.steps():
@@ -800,6 +818,13 @@ def _loop(run: Run, config):
         log.info("trained to step %d in %.1f s (first chunk incl. compile %.1f s)", step,
                  time.perf_counter() - t_start, (pipe.compile_s if pipe else None) or 0)
     return state
+
+
+def _done(work) -> None:
+    """Runs a boundary's deferred host work (if any); returns None to drop the last reference to
+    it, and so to the state copy it saved, at once."""
+    if work is not None:
+        work()
 
 
 def _ahead(plan: ChunkPlan, timer: StepTimer, length: int) -> int:
@@ -871,13 +896,16 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
     """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, and
     a device copy of the state to save. Returns (the state training continues from, the host work
     to do once the next chunk is dispatched: the segments' lines, then the checkpoint (a run
-    killed after the save resumes past the line), then the grids)."""
+    killed after the save resumes past the line), then the grids; and whether this boundary did
+    any of those for the first time in the run, so compiled their programs)."""
     prev = plan.segment_start(step)
     last = step >= config.num_steps
     want_samples = _crossed(step, prev, config.sample_every) or last
     want_ckpt = last or step in plan.keep or (_crossed(step, prev, config.checkpoint_every) and (
         plan.fixed or run.seconds_since_save() >= config.checkpoint_seconds))  # clocks differ across processes
     want_eval = run.curve_data is not None and (_crossed(step, prev, config.eval_every) or last)
+    kinds = {k for k, want in (("samples", want_samples), ("checkpoint", want_ckpt), ("eval", want_eval)) if want}
+    first_use, run.boundary_kinds = not kinds <= run.boundary_kinds, run.boundary_kinds | kinds
     if want_samples or want_ckpt:
         state = run.eval_state(state, step)  # once per boundary, shared by grid and checkpoint
     evals = run.curve(step, state) if want_eval else None
@@ -887,7 +915,8 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
     def lines():
         _log_segments(run, config, plan, segment, progress, timer, metrics, dt, start, evals)
 
-    saved = snapshot(state) if want_ckpt else None
+    # a copy: the next chunk donates `state` before the save reads it (none follows the last)
+    saved = (state if last else snapshot(state)) if want_ckpt else None
     jax.block_until_ready((state, grids, saved))  # else the next chunk's time would include this work
 
     def host_work():  # overlaps the next chunk's steps
@@ -896,4 +925,4 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
             run.save(step, saved)
         if grids is not None:
             run.write_samples(step, grids)
-    return state, host_work
+    return state, host_work, first_use
