@@ -915,12 +915,19 @@ def _at_boundary(run, config, plan, state, step, segment, progress, timer, metri
     def lines():
         _log_segments(run, config, plan, segment, progress, timer, metrics, dt, start, evals)
 
-    # a copy: the next chunk donates `state` before the save reads it (none follows the last)
-    saved = (state if last else snapshot(state)) if want_ckpt else None
+    # Saved after the next chunk is dispatched, from a copy (that chunk donates `state`); but at
+    # the last step (no chunk follows) and in a multi-process run, whose save synchronises the
+    # processes by a device collective that would wait for the chunks in flight: at once.
+    save_now = want_ckpt and (last or plan.fixed)
+    if save_now:
+        lines()
+        run.save(step, state)
+    saved = snapshot(state) if want_ckpt and not save_now else None
     jax.block_until_ready((state, grids, saved))  # else the next chunk's time would include this work
 
     def host_work():  # overlaps the next chunk's steps
-        lines()
+        if not save_now:
+            lines()
         if saved is not None:
             run.save(step, saved)
         if grids is not None:
