@@ -182,3 +182,28 @@ def test_no_eta_line_for_the_last_chunk(bars, tmp_path, caplog, monkeypatch):
     # as the ETA test below but 300 steps: the window fills on the chunk that ends the run
     trainer.train(tiny_aae_config(num_steps=300, log_every=10, sample_every=100, checkpoint_every=100), tmp_path, bars)
     assert not [r for r in caplog.records if r.getMessage().startswith("ETA: ")]
+
+
+def test_a_stop_at_a_checkpoint_boundary_saves_once_after_its_line(bars, tmp_path, monkeypatch, caplog):
+    import logging
+    import os
+    import signal
+
+    caplog.set_level(logging.INFO, logger="aaejax")
+    at_boundary = trainer._at_boundary
+
+    def signalled(run, config, plan, state, step, *args):
+        out = at_boundary(run, config, plan, state, step, *args)
+        if step == 20:  # its line and checkpoint are still to be written: deferred
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(trainer, "_at_boundary", signalled)
+    saves = []
+    monkeypatch.setattr(trainer.Checkpointer, "save", lambda self, step, state, meta, save=trainer.Checkpointer.save:
+                        (saves.append(step), save(self, step, state, meta)))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_aae_config(num_steps=40), tmp_path, bars)
+    assert saves == [20] and checkpoint_steps(tmp_path) == [20]
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+    assert any(r.getMessage() == "stopped by signal 15 at step 20; checkpoint saved" for r in caplog.records)
