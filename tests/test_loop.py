@@ -100,8 +100,18 @@ def test_the_eta_comes_from_fair_chunks_and_says_the_steps_left(bars, tmp_path, 
 
     caplog.set_level(logging.INFO, logger="aaejax")
     monkeypatch.setattr(trainer, "CHUNK_SECONDS", 1e6)  # no chunk is fair by its time alone on a loaded machine
+    timers = []
+
+    class Recorded(trainer.StepTimer):
+        def __init__(self):
+            super().__init__()
+            timers.append(self)
+
+    monkeypatch.setattr(trainer, "StepTimer", Recorded)
     trainer.train(tiny_aae_config(num_steps=400, log_every=10, sample_every=100, checkpoint_every=100), tmp_path, bars)
     etas = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ETA: ")]
+    # from the first ETA on, the rate looks back at least as far as the first ETA's window did
+    assert len(timers) == 1 and timers[0].min_window > 0
     assert len(etas) == 1, etas
     left, rate = re.match(r"ETA: (\d+) steps to go, about \d\d:\d\d:\d\d at ([\d.]+) steps/s", etas[0]).groups()
     # One-step chunks to the first boundary (100), then chunks of 100 by the same program: the
@@ -172,6 +182,33 @@ def test_the_eta_rate_is_wall_clock_from_the_first_fair_chunk_without_first_comp
     t.exclude(0.25)  # a boundary that compiled its grids' programs
     t.add(100, 0.5, whole_segments=True, first_run=False, now=3.0)
     assert t.wall_steps == 200 and t.wall_seconds == 0.75 and t.rate == pytest.approx(200 / 0.75)
+
+
+def test_after_the_first_eta_the_rate_follows_a_change_of_speed():
+    t = trainer.StepTimer()
+    t.add(100, 1.0, whole_segments=True, first_run=False, now=0.0)  # opens the window
+    for i in range(1, 11):  # 100 steps/s for 10 s (the machine shared)
+        t.add(100, 1.0, whole_segments=True, first_run=False, now=float(i))
+    assert t.rate == pytest.approx(100)
+    t.min_window = t.wall_seconds  # the first ETA was given here
+    for i in range(1, 31):  # then 200 steps/s for 15 s
+        t.add(100, 0.5, whole_segments=True, first_run=False, now=10 + 0.5 * i)
+    # the window's later half (12.5 s) ran at 200 steps/s; its whole 25 s at 4 000 / 25 = 160
+    assert t.wall_seconds == 25.0 and t.rate == pytest.approx(200)
+    t.exclude(100.0)  # a boundary's compiles after the last chunk: not in the rate until a chunk follows
+    assert t.rate == pytest.approx(200)
+    t.add(100, 0.5, whole_segments=True, first_run=False, now=100 + 25.5)
+    assert t.rate == pytest.approx(200)
+
+
+def test_before_the_first_eta_the_rate_is_the_whole_window():
+    t = trainer.StepTimer()
+    t.add(100, 1.0, whole_segments=True, first_run=False, now=0.0)
+    for i in range(1, 11):
+        t.add(100, 1.0, whole_segments=True, first_run=False, now=float(i))
+    for i in range(1, 31):
+        t.add(100, 0.5, whole_segments=True, first_run=False, now=10 + 0.5 * i)
+    assert t.rate == pytest.approx(160)
 
 
 def test_no_eta_line_for_the_last_chunk(bars, tmp_path, caplog, monkeypatch):

@@ -14,6 +14,7 @@ axis or the batch on the device mesh, so the same chunk runs on one device or ma
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -610,6 +611,10 @@ class StepTimer:
         # The wall clock from the end of the first such chunk: the loop's steady state, boundaries included
         self.wall_from, self.wall_to, self.wall_steps = None, None, 0
         self.excluded = 0.0  # seconds inside that window the loop spent compiling a boundary's programs
+        # Once the first ETA is given (its window's seconds in min_window), the rate looks back over
+        # the window's later half, at least min_window, so it follows a change of speed (a machine
+        # shared for a while); marks: (seconds less those excluded, wall_steps) at chunk ends.
+        self.min_window, self.marks = None, collections.deque()
 
     def add(self, length: int, seconds: float, whole_segments: bool, first_run: bool, now: float) -> None:
         """`whole_segments`: the chunk ran one or more whole log_every segments (as long as the
@@ -625,8 +630,14 @@ class StepTimer:
             self.sized_steps, self.sized_seconds = self.sized_steps + length, self.sized_seconds + seconds
         if self.wall_from is not None:
             self.wall_steps, self.wall_to = self.wall_steps + length, now
+            until = now - self.excluded
+            self.marks.append((until, self.wall_steps))
+            span = max(self.min_window or math.inf, (until - self.wall_from) / 2)
+            while len(self.marks) > 2 and until - self.marks[1][0] >= span:  # marks[0]: at least span back
+                self.marks.popleft()
         elif fair:
             self.wall_from = now
+            self.marks.append((now, 0))
 
     @property
     def step_seconds(self) -> float | None:
@@ -648,10 +659,13 @@ class StepTimer:
     def rate(self) -> float | None:
         """Steps per second the rest of the run can expect: the steps since the first chunk of a
         fair length ended over the wall time since (the boundaries' waits, grids, evaluations and
-        saves included, a boundary's first compiles not); until a chunk followed it, over the fair
+        saves included, a boundary's first compiles not), once min_window is set over the
+        window's later half (at least min_window); until a chunk followed it, over the fair
         chunks' own time."""
-        if self.wall_steps and self.wall_seconds > 0:
-            return self.wall_steps / self.wall_seconds
+        if self.wall_steps:
+            (since, steps), (until, total) = self.marks[0], self.marks[-1]
+            if until > since:
+                return (total - steps) / (until - since)
         return self.sized_steps / self.sized_seconds if self.sized_steps else None
 
 
@@ -741,7 +755,7 @@ class Pipeline:
         left = num_steps - chunk["start"] - chunk["length"]
         if (not self.eta_logged and left and timer.wall_steps and timer.rate
                 and (timer.wall_seconds >= 5 or timer.wall_steps >= 0.05 * num_steps)):
-            self.eta_logged = True
+            self.eta_logged, timer.min_window = True, timer.wall_seconds
             log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
                      duration(left / timer.rate), timer.rate)
         return chunk, metrics, dt
