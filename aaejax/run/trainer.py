@@ -695,7 +695,7 @@ class Pipeline:
         self.run, self.plan, self.timer, self.chunk_fn = run, plan, StepTimer(), run.chunk_fn(plan)
         self.inflight: list[dict] = []
         self.dispatched, self.previous, self.last_ready, self.order = step, 0, None, None
-        self.t_first, self.compile_s, self.eta_logged = 0.0, None, False
+        self.t_first, self.compile_s = 0.0, None
 
     def fill(self, state, num_steps: int):
         """Dispatches chunks while the state is not needed (no boundary in flight), up to
@@ -753,9 +753,9 @@ class Pipeline:
             self.compile_s = now - self.t_first
             log.info("first chunk %.1f s incl. compilation", self.compile_s)
         left = num_steps - chunk["start"] - chunk["length"]
-        if (not self.eta_logged and left and timer.wall_steps and timer.rate
+        if (timer.min_window is None and left and timer.wall_steps and timer.rate
                 and (timer.wall_seconds >= 5 or timer.wall_steps >= 0.05 * num_steps)):
-            self.eta_logged, timer.min_window = True, timer.wall_seconds
+            timer.min_window = timer.wall_seconds  # also says the ETA was given
             log.info("ETA: %d steps to go, about %s at %.1f steps/s (timed after compilation)", left,
                      duration(left / timer.rate), timer.rate)
         return chunk, metrics, dt
@@ -908,8 +908,8 @@ def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, star
 
 def _at_boundary(run, config, plan, state, step, segment, progress, timer, metrics, dt):
     """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, and
-    the checkpoint (of a device copy, saved once the next chunk runs; see save_now). Returns (the state training continues from, the host work
-    to do once the next chunk is dispatched: the segments' lines, then the checkpoint (a run
+    the checkpoint (of a device copy, saved once the next chunk runs; see save_now). Returns (the
+    state training continues from, the host work to do once the next chunk is dispatched: the segments' lines, then the checkpoint (a run
     killed after the save resumes past the line), then the grids; and whether this boundary did
     any of those for the first time in the run, so compiled their programs)."""
     prev = plan.segment_start(step)
