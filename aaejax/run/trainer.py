@@ -909,9 +909,10 @@ def _log_segments(run, config, plan, segment, progress, timer, metrics, dt, star
 def _at_boundary(run, config, plan, state, step, segment, progress, timer, metrics, dt):
     """At a boundary: the deploy statistics when a grid or a checkpoint needs them, the curve, and
     the checkpoint (of a device copy, saved once the next chunk runs; see save_now). Returns (the
-    state training continues from, the host work to do once the next chunk is dispatched: the segments' lines, then the checkpoint (a run
-    killed after the save resumes past the line), then the grids; and whether this boundary did
-    any of those for the first time in the run, so compiled their programs)."""
+    state training continues from, the host work to do once the next chunk is dispatched: the
+    segments' lines, then the checkpoint (a run killed after the save resumes past the line),
+    then the grids; and whether this boundary did any of those for the first time in the run, so
+    compiled their programs)."""
     prev = plan.segment_start(step)
     last = step >= config.num_steps
     want_samples = _crossed(step, prev, config.sample_every) or last
