@@ -2,7 +2,9 @@
 
 Prints one JSON line per measurement:
 - {"bench": "train", model, batch_size, impl: "aaejax"|"torch", steps_per_sec, images_per_sec,
-   sec_per_epoch, device, ...} and the aaejax/torch ratio;
+   sec_per_epoch, device, ...} and the aaejax/torch ratio; aaejax's row also gives XLA's GFLOP per
+   step, the GFLOP/s that makes, and the device's rate on a plain matmul of the widest layer
+   (`step_cost`);
 - {"bench": "first_step", cache: "cold"|"warm", seconds}: a fresh process from start to the
   first trained chunk, with an empty and then a filled persistent compilation cache;
 - with --loop, {"bench": "loop", model, variant, ...}: the CPU stand-in for a fast device (every
@@ -96,6 +98,32 @@ def _dataset():
     return np.random.default_rng(0).integers(0, 256, (N_TRAIN, 28, 28, 1), dtype=np.uint8)
 
 
+def step_cost(model, config, state) -> dict:
+    """XLA's count of one train step's floating-point operations (one model), and this device's
+    rate on a plain matmul of the config's widest hidden layer at its batch size: a step whose
+    GFLOP/s come near that rate is compute-bound, and no change of the loop makes it faster."""
+    import jax
+    import jax.numpy as jnp
+
+    b, image = config.batch_size, (28, 28, 1)
+    batch = {"image": jnp.zeros((b, *image), jnp.uint8), "label": jnp.zeros((b,), jnp.int32)}
+    for name, (_, size) in model.labelled_streams(_labels(), 0).items():
+        batch.update({f"{name}_image": jnp.zeros((size, *image), jnp.uint8),
+                      f"{name}_label": jnp.zeros((size,), jnp.int32)})
+    cost = jax.jit(model.train_step).lower(state, batch).compile().cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost)["flops"]  # a list of one in older jax
+    width = max(w for k, v in config.items() if k.endswith("hidden") and isinstance(v, tuple) for w in v)
+    a, w = jnp.ones((b, width)), jnp.ones((width, width))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, w))
+    n, t = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - t < 1.0:
+        out, n = matmul(a, w), n + 1
+        jax.block_until_ready(out)
+    return {"gflop_per_step": flops / 1e9, "matmul_width": width,
+            "matmul_gflop_per_sec": 2 * b * width * width * n / (time.perf_counter() - t) / 1e9}
+
+
 def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
     import jax
     import jax.numpy as jnp
@@ -121,9 +149,10 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
             break
     dt = time.perf_counter() - t
     sps = epochs * steps_per_epoch / dt
+    cost = step_cost(model, config, model.init(jax.random.PRNGKey(0)))
     return {"steps_per_sec": sps, "images_per_sec": sps * batch_size, "sec_per_epoch": dt / epochs,
-            "first_epoch_incl_compile_s": first, "device": str(jax.devices()[0].device_kind),
-            "jax": jax.__version__}
+            "first_epoch_incl_compile_s": first, **cost, "gflop_per_sec": sps * cost["gflop_per_step"],
+            "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
 
 
 def bench_torch(model_name: str, batch_size: int, seconds: float) -> dict:
