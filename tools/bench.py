@@ -98,20 +98,25 @@ def _dataset():
     return np.random.default_rng(0).integers(0, 256, (N_TRAIN, 28, 28, 1), dtype=np.uint8)
 
 
-def step_cost(model, config, state) -> dict:
+def step_cost(model, config) -> dict:
     """XLA's count of one train step's floating-point operations (one model), and this device's
     rate on a plain matmul of the config's widest hidden layer at its batch size: a step whose
     GFLOP/s come near that rate is compute-bound, and no change of the loop makes it faster."""
     import jax
     import jax.numpy as jnp
 
-    b, image = config.batch_size, (28, 28, 1)
-    batch = {"image": jnp.zeros((b, *image), jnp.uint8), "label": jnp.zeros((b,), jnp.int32)}
+    from aaejax.models.nets import IMAGE_SHAPE
+
+    def examples(n):  # shapes only: lowering needs no arrays
+        return jax.ShapeDtypeStruct((n, *IMAGE_SHAPE), jnp.uint8), jax.ShapeDtypeStruct((n,), jnp.int32)
+
+    batch = dict(zip(("image", "label"), examples(config.batch_size)))
     for name, (_, size) in model.labelled_streams(_labels(), 0).items():
-        batch.update({f"{name}_image": jnp.zeros((size, *image), jnp.uint8),
-                      f"{name}_label": jnp.zeros((size,), jnp.int32)})
+        batch.update(zip((f"{name}_image", f"{name}_label"), examples(size)))
+    state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     cost = jax.jit(model.train_step).lower(state, batch).compile().cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost)["flops"]  # a list of one in older jax
+    b = config.batch_size
     width = max(w for k, v in config.items() if k.endswith("hidden") and isinstance(v, tuple) for w in v)
     a, w = jnp.ones((b, width)), jnp.ones((width, width))
     matmul = jax.jit(jnp.matmul)
@@ -149,7 +154,7 @@ def bench_aaejax(model_name: str, batch_size: int, seconds: float) -> dict:
             break
     dt = time.perf_counter() - t
     sps = epochs * steps_per_epoch / dt
-    cost = step_cost(model, config, model.init(jax.random.PRNGKey(0)))
+    cost = step_cost(model, config)
     return {"steps_per_sec": sps, "images_per_sec": sps * batch_size, "sec_per_epoch": dt / epochs,
             "first_epoch_incl_compile_s": first, **cost, "gflop_per_sec": sps * cost["gflop_per_step"],
             "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
