@@ -95,7 +95,9 @@ class _Chunks:
 def _dataset():
     import numpy as np
 
-    return np.random.default_rng(0).integers(0, 256, (N_TRAIN, 28, 28, 1), dtype=np.uint8)
+    from aaejax.models.nets import IMAGE_SHAPE
+
+    return np.random.default_rng(0).integers(0, 256, (N_TRAIN, *IMAGE_SHAPE), dtype=np.uint8)
 
 
 def step_cost(model, config) -> dict:
@@ -299,11 +301,12 @@ def bench_loop(model_name: str, rounds: int) -> dict:
     import numpy as np
 
     from aaejax.data import datasets as data_lib
+    from aaejax.models.nets import IMAGE_SHAPE
     from aaejax.run import trainer
 
     rng = np.random.default_rng(0)
-    ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, 28, 28, 1), np.uint8),
-                          rng.integers(0, 10, N_TRAIN).astype(np.int32), rng.integers(0, 256, (10000, 28, 28, 1), np.uint8),
+    ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, *IMAGE_SHAPE), np.uint8),
+                          rng.integers(0, 10, N_TRAIN).astype(np.int32), rng.integers(0, 256, (10000, *IMAGE_SHAPE), np.uint8),
                           rng.integers(0, 10, 10000).astype(np.int32), source="random bytes")
     messages, times = [], []
     handler = logging.Handler()
