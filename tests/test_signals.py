@@ -50,4 +50,4 @@ def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert time.perf_counter() - t0 < 1.0
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("signal 2 again: exiting now without saving")
+    assert err.strip().splitlines()[-1].startswith("signal 2 again: exiting now without saving"), err[-2000:]
