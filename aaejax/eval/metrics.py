@@ -8,9 +8,10 @@ over examples.
 - knn1_acc: 1-nearest-neighbour accuracy of features, train -> test (Euclidean).
 - linear_probe_acc: multinomial logistic regression on features, train -> test.
 - parzen: Parzen-window log-likelihood of test images under samples (the AAE paper's metric).
-- cluster errors (categorical AAE): test error when each cluster is labelled by the majority
-  class of its training members (the AAE paper's protocol), and under the best one-to-one
-  cluster-class matching (Hungarian; clusters left unmatched count as errors).
+- cluster errors (categorical AAE): test error when each cluster takes the label of the
+  validation example it is most sure of (the AAE paper's rule), or the majority class of its
+  members, or the best one-to-one cluster-class matching (Hungarian; clusters left unmatched
+  count as errors).
 """
 
 from __future__ import annotations

@@ -307,7 +307,8 @@ class CategoricalAAE(ConfigEquality):
 
     def report(self, state: TrainState, dataset) -> dict:
         """The categories as classes: test_error (semi-supervised), the majority-vote and Hungarian
-        cluster errors (the paper's clustering protocol) and how many clusters the test set uses."""
+        cluster errors (the project's; the paper's rule is aae_paper's) and how many clusters the
+        test set uses."""
         from aaejax.eval import metrics as ev
 
         classify = jax.jit(self.classify)
