@@ -60,11 +60,11 @@ def _config(model: str, batch_size: int):
     return c
 
 
-def _labels():
-    """Random labels, so that a semi-supervised variant finds examples of every class."""
+def _labels(n: int = N_TRAIN, seed: int = 1):
+    """[n] random labels, so that a semi-supervised variant finds examples of every class."""
     import numpy as np
 
-    return np.random.default_rng(1).integers(0, 10, N_TRAIN).astype(np.int32)
+    return np.random.default_rng(seed).integers(0, 10, n).astype(np.int32)
 
 
 def _make_chunk(model, config, labels, seeds=(0,), layout=None):
@@ -92,12 +92,13 @@ class _Chunks:
         return metrics, finite
 
 
-def _dataset():
+def _dataset(n: int = N_TRAIN, seed: int = 0):
+    """[n, *IMAGE_SHAPE] random uint8 images (contents do not change the speed)."""
     import numpy as np
 
     from aaejax.models.nets import IMAGE_SHAPE
 
-    return np.random.default_rng(0).integers(0, 256, (N_TRAIN, *IMAGE_SHAPE), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, (n, *IMAGE_SHAPE), dtype=np.uint8)
 
 
 def step_cost(model, config) -> dict:
@@ -298,16 +299,11 @@ def bench_loop(model_name: str, rounds: int) -> dict:
     import logging
     import statistics
 
-    import numpy as np
-
     from aaejax.data import datasets as data_lib
-    from aaejax.models.nets import IMAGE_SHAPE
     from aaejax.run import trainer
 
-    rng = np.random.default_rng(0)
-    ds = data_lib.Dataset("mnist", rng.integers(0, 256, (N_TRAIN, *IMAGE_SHAPE), np.uint8),
-                          rng.integers(0, 10, N_TRAIN).astype(np.int32), rng.integers(0, 256, (10000, *IMAGE_SHAPE), np.uint8),
-                          rng.integers(0, 10, 10000).astype(np.int32), source="random bytes")
+    ds = data_lib.Dataset("mnist", _dataset(), _labels(), _dataset(10000, seed=2), _labels(10000, seed=3),
+                          source="random bytes")
     messages, times = [], []
     handler = logging.Handler()
     handler.emit = lambda record: (messages.append(record.getMessage()), times.append(time.perf_counter()))
