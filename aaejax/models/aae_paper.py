@@ -137,8 +137,8 @@ class PaperAAE(ConfigEquality):
 
         def gen_fn(logits, z):
             codes = {"disc_z": z, "disc_category": None if logits is None else jax.nn.softmax(logits)}
-            fool = losses.fooling_loss if self.config.ge_loss == "flipped" else losses.minimax_fooling_loss
-            return sum(fool(getattr(self, n).apply({"params": nets[n].params}, codes[n])) for n in self.discriminators)
+            return sum(losses.fooling_loss(getattr(self, n).apply({"params": nets[n].params}, codes[n]))
+                       for n in self.discriminators)
 
         gen_loss, code_grads = jax.value_and_grad(gen_fn, argnums=(0, 1))(logits, z)
         (g_enc,) = enc_vjp(code_grads)

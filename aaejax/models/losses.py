@@ -47,12 +47,6 @@ def fooling_loss(fake_logits: jax.Array) -> jax.Array:
     return bce_logits(fake_logits, 1.0)
 
 
-def minimax_fooling_loss(fake_logits: jax.Array) -> jax.Array:
-    """The GAN objective's generator term as written: mean log(1 - D(fake)), i.e. minus D's BCE on
-    the fakes. Its gradient vanishes where D confidently rejects them."""
-    return -bce_logits(fake_logits, 0.0)
-
-
 def category_balance_kl(y: jax.Array) -> jax.Array:
     """KL(batch-mean y || uniform) of softmax outputs y [B, K]: 0 when every category is used
     equally often in the batch."""

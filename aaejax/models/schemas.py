@@ -109,9 +109,6 @@ _PAPER_OWN = {
         doc="labelled examples (class-balanced, chosen by the seed); 0 = clustering; -1 = every training label"),
     "input_noise": CATEGORICAL_FIELDS["input_noise"].restrict(
         doc="std of Gaussian noise on the encoder's input ([0, 1] pixels); 0 = none"),
-    "ge_loss": BIGAN_FIELDS["ge_loss"].restrict(
-        doc="the encoder's adversarial loss: flipped (non-saturating, -log D) | minimax (log(1 - D), the "
-            "GAN objective the paper writes)"),
 }
 _BIGAN_PRIOR = PRIOR_FIELDS["prior"].restrict(default="uniform", choices=("uniform",),
                                               doc="the code's prior: uniform on [prior_low, prior_high], E's output range")
@@ -128,7 +125,7 @@ SCHEMAS = {
         "paper": {**COMMON, **SCHEDULE_FIELDS, **PHASE_FIELDS, "init_std": _PAPER_OWN["init_std"],
                   **pick(PRIOR_FIELDS, "latent_dim prior_scale"),
                   **pick(AAE_FIELDS, "aae_kind hidden disc_hidden num_classes"),
-                  **pick(_PAPER_OWN, "num_categories num_labels input_noise ge_loss")},
+                  **pick(_PAPER_OWN, "num_categories num_labels input_noise")},
     },
     "bigan": {**COMMON, **SCHEDULE_FIELDS, **ADAM_FIELDS, **INIT_FIELDS, **pick(PRIOR_FIELDS, "latent_dim"),
               "prior": _BIGAN_PRIOR, **pick(PRIOR_FIELDS, "prior_low prior_high"), **BIGAN_FIELDS},
