@@ -71,6 +71,21 @@ def test_idx_route_reads_and_validates(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.bincount(ds.train_labels), [6] * 10)
 
 
+def test_unprepared_tfds_lookup_leaves_no_temp_dir(tmp_path, monkeypatch):
+    # TFDS's DatasetInfo.initialize_from_bucket makes a mkdtemp dir on every lookup of a dataset
+    # that is not prepared, and never removes it: one per run under /tmp.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    write_fake_mnist(tmp_path / "mnist")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+    ds = data_lib.load_idx("mnist", tmp_path / "mnist", verify=False, sizes=SMALL)
+    monkeypatch.setattr(data_lib, "load_idx", lambda name, folder: ds)
+    monkeypatch.setenv(data_lib.IDX_ENV, str(tmp_path))
+    assert data_lib.load("mnist") is ds  # the TFDS route was tried and failed
+    assert list(temp.iterdir()) == []
+
+
 @pytest.mark.parametrize("fault,match", [
     (dict(magic=0x00000804), "wrong magic"),
     (dict(cut=100), "truncated"),

@@ -18,11 +18,13 @@ Whatever the route: uint8 images `[60000, 28, 28, 1]` / `[10000, 28, 28, 1]`, in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +164,19 @@ def _tfds_data_dir(data_dir: str | None) -> str:
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """Points `tempfile` at a folder removed on exit: TFDS's `initialize_from_bucket` makes a
+    `mkdtemp` folder (with internet, GCS metadata in it) on each lookup of an unprepared dataset
+    and never removes it, so every run would leave one in /tmp."""
+    with tempfile.TemporaryDirectory(prefix="aaejax-tfds-") as scratch:
+        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def _read_tfds(name: str, data_dir: str | None) -> Dataset:
     """Reads a prepared (or mocked) TFDS dataset through `tfds.data_source`: no TensorFlow.
 
@@ -174,7 +189,7 @@ def _read_tfds(name: str, data_dir: str | None) -> Dataset:
     for split in ("train", "test"):
         # TFDS warns "Variant folder ... has no dataset_info.json" whenever it looks for a dataset
         # that is not prepared there: on every run that does not use this route. Not actionable.
-        with console.without_log_messages("absl", "has no dataset_info.json"):
+        with console.without_log_messages("absl", "has no dataset_info.json"), _scratch_tempdir():
             source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         n = len(source)
         images = np.empty((n, 28, 28, 1), np.uint8)
