@@ -129,6 +129,13 @@ def test_unknown_dataset():
         data_lib.load("cifar10")
 
 
+def test_idx_sibling_of_the_repository_is_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(data_lib.IDX_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert data_lib.idx_candidates("mnist") == [REPO.parent / "shared" / "datasets" / "mnist",
+                                                tmp_path.parent / "shared" / "datasets" / "mnist"]
+
+
 def _real_idx_dir():
     for folder in data_lib.idx_candidates("mnist"):
         if folder.is_dir():

@@ -148,7 +148,7 @@ def idx_candidates(name: str) -> list[Path]:
     env = os.environ.get(IDX_ENV)
     if env:
         return [Path(env) / name]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # aaejax/data/datasets.py -> the repository
     roots = [repo.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
     out = []
     for r in roots:
