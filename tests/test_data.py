@@ -97,9 +97,16 @@ def test_idx_bad_file_refused(tmp_path, fault, match):
         data_lib.read_idx(path)
 
 
-def test_idx_corrupt_gzip_refused(tmp_path):
+@pytest.mark.parametrize("damage", ["header", "deflate stream"])
+def test_idx_corrupt_gzip_refused(tmp_path, damage):
     path = tmp_path / "x.gz"
-    path.write_bytes(b"\x1f\x8b\x08garbage")
+    if damage == "header":
+        path.write_bytes(b"\x1f\x8b\x08garbage")
+    else:  # the deflate stream's first byte (after the 10-byte header and the name "x\0"): zlib.error
+        write_idx(path, np.arange(6000) % 10)
+        data = bytearray(path.read_bytes())
+        data[12] ^= 0xFF
+        path.write_bytes(bytes(data))
     with pytest.raises(data_lib.DataError, match="corrupt"):
         data_lib.read_idx(path)
 

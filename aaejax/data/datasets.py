@@ -25,6 +25,7 @@ import hashlib
 import os
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream
         raise DataError(f"{path}: cannot read ({e}); the file is missing or corrupt") from e
     if len(raw) < 8:
         raise DataError(f"{path}: truncated ({len(raw)} bytes)")
