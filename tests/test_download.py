@@ -37,8 +37,9 @@ def _fixture_files():
 
 
 class _Server:
-    """A loopback HTTP server; `mode` per file name: "ok", "wrong" (other bytes) or "cut" (closes
-    after half the promised bytes)."""
+    """A loopback HTTP server; `mode` per file name: "ok", "wrong" (other bytes), "cut" (closes
+    after half the promised bytes), "late" (answers after 0.2 s) or "trickle" (sends the body in
+    five parts 0.25 s apart: a slow but working link)."""
 
     def __init__(self, files):
         self.files, self.mode, self.requests = files, {}, []
@@ -55,9 +56,17 @@ class _Server:
                 mode = server.mode.get(name, "ok")
                 if mode == "wrong":
                     body = gzip.compress(b"not the file" * 100, mtime=0)
+                if mode == "late":
+                    time.sleep(0.2)
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if mode == "trickle":
+                    for i in range(5):
+                        self.wfile.write(body[i * len(body) // 5:(i + 1) * len(body) // 5])
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                    return
                 self.wfile.write(body[:len(body) // 2] if mode == "cut" else body)
                 if mode == "cut":
                     self.wfile.flush()
@@ -143,6 +152,16 @@ def test_a_connection_cut_mid_file_caches_nothing_and_the_next_run_succeeds(tmp_
     server.mode.clear()
     download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
     assert len(os.listdir(tmp_path / "cache")) == 4
+
+
+def test_a_slow_link_that_outlasts_the_deadline_still_fetches_every_file(tmp_path, server):
+    """The deadline bounds each file's retries, not the run: the first file takes 1.25 s of a
+    1 s deadline, and the next (answering after 0.2 s) still gets its full timeout."""
+    first, second = server.remote_files()[:2]
+    server.mode.update({first.filename: "trickle", second.filename: "late"})
+    download.fetch("mnist", tmp_path / "cache", files=[first, second], timeout=1.0, deadline_s=1.0)
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted([first.filename, second.filename])
+    assert server.requests == [first.filename, second.filename]  # each in one try
 
 
 def test_a_server_that_is_down_fails_fast_naming_the_url(tmp_path):

@@ -11,8 +11,8 @@ mirror that recompressed the files is accepted and a wrong file never is. Each f
 to a temporary name in the cache folder and renamed only once accepted: an interrupted or
 corrupt download never leaves a file that a later run trusts; a cached file that fails its check
 later (truncated, corrupt, replaced) is moved aside to <name>.failed and fetched once more. Network
-errors are retried with backoff within a total deadline, so an offline machine gets its error in
-seconds.
+errors are retried with backoff within a deadline per file, so an offline machine gets its error
+in seconds.
 """
 
 from __future__ import annotations
@@ -133,14 +133,16 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
     registered ones, see registered_files); returns it.
 
     Raises DownloadError (naming the URLs tried) when a file cannot be fetched within
-    `retries` retries (backoff 0.5 s, 1 s, ...) and `deadline_s` in all, or when what arrives
-    is not the file."""
+    `retries` retries (backoff 0.5 s, 1 s, ...) begun within `deadline_s` of its first try, or
+    when what arrives is not the file."""
     folder = Path(folder or cache_dir(name))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     files = files if files is not None else registered_files(name, mirror, raw_sha256)
     folder.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + deadline_s
     for f in files:
+        # Per file: an offline machine fails on the first in seconds, while a slow but working link
+        # that spends the deadline on one file still gives the next its full timeout.
+        deadline = time.monotonic() + deadline_s
         target = folder / f.filename
         aside = None
         if target.exists():
