@@ -15,6 +15,7 @@ import pytest
 
 from aaejax.data import datasets as data_lib
 from aaejax.data import download
+from aaejax.run import files as files_lib
 
 SMALL = {"train": 60, "test": 10}
 
@@ -173,6 +174,41 @@ def test_a_server_that_is_down_fails_fast_naming_the_url(tmp_path):
     with pytest.raises(download.DownloadError, match=rf"127.0.0.1:{port}/x.gz"):
         download.fetch("mnist", tmp_path / "cache", files=files)
     assert time.perf_counter() - t0 < 10
+
+
+def test_a_server_that_does_not_speak_http_is_one_error_after_its_retries(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer():
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        files = [download.RemoteFile(f"http://127.0.0.1:{port}/x.gz", "x.gz", None, None)]
+        with pytest.raises(download.DownloadError, match=r"x.gz: BadStatusLine SSH-2.0-OpenSSH; 2 tries\)$"):
+            download.fetch("mnist", tmp_path / "cache", files=files, retries=1)
+
+
+def test_a_cache_that_cannot_be_written_is_one_error_and_not_retried(tmp_path, server, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(download.DownloadError, match=r"cannot write the download cache .*file/cache: .*MB free"):
+        download.fetch("mnist", tmp_path / "file" / "cache", files=server.remote_files())
+    assert server.requests == []
+
+    def full_disk(path, data, what=""):
+        raise files_lib.WriteError("No space left on device", path, what)
+
+    monkeypatch.setattr(download, "write_atomic", full_disk)
+    with pytest.raises(download.DownloadError, match=r"cache: No space left on device \(.*MB free\); set "
+                                                     r"AAEJAX_CACHE_DIR"):
+        download.fetch("mnist", tmp_path / "cache", files=server.remote_files())
+    assert server.requests == ["train-images-idx3-ubyte.gz"]  # once: a full disk is not a network error
 
 
 def test_a_mirror_replaces_the_registered_urls_and_keeps_their_checksums():

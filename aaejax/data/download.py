@@ -17,9 +17,11 @@ in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import time
@@ -29,7 +31,7 @@ import zlib
 from pathlib import Path
 
 from aaejax.run.console import StatusLine
-from aaejax.run.files import write_atomic
+from aaejax.run.files import free_space, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,17 @@ def _accepted(data: bytes, f: RemoteFile) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _cache_errors(folder: Path):
+    """An OS error on the cache folder (a full disk, no permission) -> one DownloadError line."""
+    try:
+        yield
+    except OSError as e:
+        reason = getattr(e, "reason", None) or e.strerror or str(e)  # WriteError keeps its reason
+        raise DownloadError(f"cannot write the download cache {folder}: {reason} ({free_space(folder)}); "
+                            f"set AAEJAX_CACHE_DIR to a writable folder") from e
+
+
 def _set_aside(path: Path) -> Path:
     """Moves a cached file that failed its check to <name>.failed[.n]; returns where."""
     target, n = path.with_name(path.name + ".failed"), 0
@@ -114,14 +127,16 @@ def _get(url: str, filename: str, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         progress, chunks, done = _Progress(filename, total), [], 0
-        while True:
-            chunk = response.read(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            done += len(chunk)
-            progress.update(done)
-        progress.close(done)
+        try:
+            while True:
+                chunk = response.read(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                done += len(chunk)
+                progress.update(done)
+        finally:  # also when the transfer fails: the error line must not continue the progress line
+            progress.close(done)
     if total is not None and done != total:
         raise DownloadError(f"{url}: the connection closed after {done} of {total} bytes")
     return b"".join(chunks)
@@ -138,7 +153,8 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
     folder = Path(folder or cache_dir(name))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     files = files if files is not None else registered_files(name, mirror, raw_sha256)
-    folder.mkdir(parents=True, exist_ok=True)
+    with _cache_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     for f in files:
         # Per file: an offline machine fails on the first in seconds, while a slow but working link
         # that spends the deadline on one file still gives the next its full timeout.
@@ -149,24 +165,27 @@ def fetch(name: str, folder: Path | None = None, mirror: str | None = None, file
             if not (f.gz_sha256 or f.raw_sha256) or _accepted(target.read_bytes(), f):
                 continue
             # Changed since it was accepted (a truncated copy, a bad sector, another file put there).
-            aside = _set_aside(target)
+            with _cache_errors(folder):
+                aside = _set_aside(target)
             log.warning("%s fails its checksum: moved to %s; downloading it again", target, aside)
         errors = []
         for attempt in range(retries + 1):
             try:
                 data = _get(f.url, f.filename, min(timeout, max(deadline - time.monotonic(), 0.1)))
+            except DownloadError as e:  # cut short
+                errors.append(str(e))
+            except http.client.HTTPException as e:  # not HTTP, or a chunked reply cut short
+                errors.append(f"{f.url}: {type(e).__name__} {' '.join(str(e).split())}")  # one line
+            except (urllib.error.URLError, OSError, ValueError) as e:  # incl. timeouts, resets
+                errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
+            else:  # an answer: not retried when it is the wrong file or cannot be stored
                 if not _accepted(data, f):
                     before = f"; the cached copy before it failed too (moved to {aside})" if aside else ""
                     raise DownloadError(f"{f.url}: the file's checksum matches neither the registered .gz "
                                         f"nor the original contents; nothing was cached{before}")
-                write_atomic(target, data, "a downloaded file")
+                with _cache_errors(folder):
+                    write_atomic(target, data, "a downloaded file")
                 break
-            except DownloadError as e:
-                if "checksum" in str(e):
-                    raise
-                errors.append(str(e))
-            except (urllib.error.URLError, OSError, ValueError) as e:  # incl. timeouts, resets
-                errors.append(f"{f.url}: {getattr(e, 'reason', e)}")
             if attempt == retries or time.monotonic() + 0.5 * 2**attempt > deadline:
                 tried = "; ".join(dict.fromkeys(errors))  # the same failure each try: say it once
                 before = f"; the cached copy failed its checksum (moved to {aside})" if aside else ""
