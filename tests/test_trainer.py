@@ -299,7 +299,11 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bars, monkeyp
 def test_overwrite_replaces_a_run_with_another_config(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=20), tmp_path, bars)
     (tmp_path / "notes.txt").write_text("mine")  # not a run artifact: must survive
+    evaluations = ("eval.json", "eval_20.json", "curve.json")  # evaluate's files of the old run
+    for name in evaluations:
+        (tmp_path / name).write_text("{}")
     state = trainer.train(tiny_aae_config(num_steps=10, latent_dim=3), tmp_path, bars, overwrite=True)
+    assert not [name for name in evaluations if (tmp_path / name).exists()]
     assert int(state.step) == 10  # a fresh run, not a resume
     assert checkpoint_steps(tmp_path) == [10]
     assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3

@@ -2,8 +2,8 @@
 written, and how a write fails: aaejax/run/files.py).
 
 A run dir holds config.json, metrics.jsonl, tensorboard/, samples/, checkpoints/ (and, after
-evaluate, eval.json and eval/). The same command resumes a run; a run of another config is
-refused, or deleted first with --overwrite. One run at a time: a run holds an OS lock on
+evaluate, eval.json or eval_<step>.json, curve.json and eval/). The same command resumes a run;
+a run of another config is refused, or deleted first with --overwrite. One run at a time: a run holds an OS lock on
 `.lock` for its whole life (released by the OS when the process dies, so there is never a stale
 lock to clean); evaluate and aaejax.load only read and need no lock. Whole files are written to a
 temporary name and renamed; metrics.jsonl is appended in whole lines (a torn last line, from a
@@ -31,9 +31,10 @@ from aaejax.configs import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
 
-# What a run writes into its work dir (removed by an explicit overwrite, nothing else is).
+# What a run and its evaluations write into its work dir, as glob patterns (removed by an explicit
+# overwrite, nothing else is).
 ARTIFACTS = ("checkpoints", "checkpoints_unreadable", "samples", "tensorboard", "eval", "metrics.jsonl",
-             "eval.json", "config.json")
+             "eval.json", "eval_[0-9]*.json", "curve.json", "config.json")
 # Fields that may change when a run is resumed (they don't change what is learned). num_steps
 # only under a schedule not laid out over num_steps (configs.STEP_FREE_SCHEDULES).
 RESUMABLE_FIELDS = ("num_steps", "log_every", "sample_every", "checkpoint_every", "max_to_keep", "keep_steps",
@@ -146,12 +147,12 @@ def config_diff(workdir: Path, config) -> str:
 
 
 def delete_run(workdir: Path) -> None:
-    for name in ARTIFACTS:
-        target = workdir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    for pattern in ARTIFACTS:
+        for target in workdir.glob(pattern):
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
 
 
 def write_config(workdir: Path, config) -> None:
