@@ -228,6 +228,23 @@ def test_a_real_full_disk_ends_the_cli_with_one_line(tmp_path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+def test_a_disk_too_full_for_the_lock_is_one_error_and_frees_the_lock(tmp_path, bars):
+    """The lock's few bytes are a run's first write: on a full disk, the one line the other
+    writes give, and the lock is not left held (the same process then trains, once freed)."""
+    mount = tmp_path / "small"
+    if not _mount_small_tmpfs(mount, "2m"):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mount / 'fill'}", "bs=4k"], capture_output=True)  # to ENOSPC
+        with pytest.raises(files.WriteError, match=r"^could not write the work dir's lock .*/run/.lock: No space "
+                                                   r"left on device \(0.0 MB free\); free space and rerun"):
+            trainer.train(tiny_aae_config(num_steps=10), mount / "run", bars)
+        (mount / "fill").unlink()
+        assert int(trainer.train(tiny_aae_config(num_steps=10), mount / "run", bars).step) == 10
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
 def test_sample_and_decode_check_their_inputs(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
     m = aaejax.load(tmp_path)

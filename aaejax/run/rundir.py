@@ -26,7 +26,7 @@ import ml_collections
 from aaejax.models import registry
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
-from aaejax.run.files import write_atomic
+from aaejax.run.files import WriteError, free_space, write_atomic
 from aaejax.configs import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,15 @@ class WorkdirLock:
             os.close(fd)
             raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for that run to end, or use "
                               f"another --workdir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}".encode())
+        except OSError as e:  # a full disk: the first byte a run writes is here
+            os.close(fd)  # else the open file would hold the lock for the rest of the process
+            raise WriteError(f"could not write the work dir's lock {self.path}: {e.strerror or e} "
+                             f"({free_space(self.path)}); free space and rerun the same command",
+                             self.path, "the work dir's lock") from e
         self._fd = fd
         return self
 
