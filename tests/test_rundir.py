@@ -245,6 +245,22 @@ def test_a_disk_too_full_for_the_lock_is_one_error_and_frees_the_lock(tmp_path, 
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_interrupted_whole_file_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, error):
+    target = tmp_path / "config.json"
+    target.write_text("old")
+
+    def torn(self, data):  # half the bytes reach the temporary file, then the write stops
+        with open(self, "w") as f:
+            f.write(data[:len(data) // 2])
+        raise error(28, "No space left on device") if error is OSError else error()
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(files.WriteError if error is OSError else KeyboardInterrupt):
+        files.write_atomic(target, "new contents")
+    assert os.listdir(tmp_path) == ["config.json"] and target.read_bytes() == b"old"
+
+
 def test_sample_and_decode_check_their_inputs(tmp_path, bars):
     trainer.train(tiny_aae_config(num_steps=10), tmp_path, bars)
     m = aaejax.load(tmp_path)

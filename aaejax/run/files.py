@@ -39,6 +39,8 @@ def write_atomic(path: Path, data: str | bytes, what: str = "") -> None:
         else:
             tmp.write_text(data)
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # also Ctrl-C mid-write: no temporary file left behind
         tmp.unlink(missing_ok=True)
-        raise WriteError(e.strerror or str(e), path, what or path.name) from e
+        if isinstance(e, OSError):
+            raise WriteError(e.strerror or str(e), path, what or path.name) from e
+        raise
