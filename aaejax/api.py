@@ -45,13 +45,12 @@ class LoadedModel:
             return jnp.zeros((0, self.latent_dim), jnp.float32)
         if x.dtype == np.uint8:
             return self._encode(self.state, images.unit(jnp.asarray(x)))
-        if x.size:  # on the host for numpy input; a NaN fails the check too
-            xp = np if isinstance(x, np.ndarray) else jnp
-            lo, hi = (float(v) for v in jax.device_get((xp.min(x), xp.max(x))))
-            if np.isnan(lo) or np.isnan(hi):
-                raise ValueError("encode expects float images in [0, 1] (or uint8), got NaN values")
-            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
-                raise ValueError(f"encode expects float images in [0, 1] (or uint8), got values in [{lo:g}, {hi:g}]")
+        xp = np if isinstance(x, np.ndarray) else jnp  # the range on the host for numpy input
+        lo, hi = (float(v) for v in jax.device_get((xp.min(x), xp.max(x))))
+        if np.isnan(lo) or np.isnan(hi):
+            raise ValueError("encode expects float images in [0, 1] (or uint8), got NaN values")
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # e.g. 0..255 floats: silently wrong codes
+            raise ValueError(f"encode expects float images in [0, 1] (or uint8), got values in [{lo:g}, {hi:g}]")
         return self._encode(self.state, jnp.asarray(x, jnp.float32))
 
     def decode(self, z, labels=None) -> jax.Array:
