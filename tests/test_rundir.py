@@ -115,8 +115,7 @@ def _full_disk_in(monkeypatch, where: str):
         monkeypatch.setattr(Path, "write_bytes", lambda self, *a, **k: _enospc() if ".png.tmp" in self.name
                             else write_bytes(self, *a, **k))
     elif where == "tensorboard":
-        from tensorboardX import SummaryWriter
-        monkeypatch.setattr(SummaryWriter, "add_scalar", _enospc)
+        monkeypatch.setattr(writers.EventFile, "scalars", _enospc)
     elif where == "config":
         write_text = Path.write_text
         monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _enospc() if self.name.startswith(".config.json")
@@ -297,24 +296,36 @@ def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_pat
         m.sample(10)
 
 
-def test_a_full_disk_under_tensorboard_is_not_reported_again_at_exit(tmp_path, capsys):
-    """The run reports a failed TensorBoard flush as its one line; tensorboardX's atexit hook and
-    its writer thread would print that failure's traceback again (21 lines after the one)."""
+def test_a_full_disk_under_the_event_file_is_one_error_not_a_hang(tmp_path):
+    """TensorBoard events fill a real 64 KB file system (metrics.jsonl kept in memory): the writer
+    ends with one WriteError naming them, within seconds. (tensorboardX's own writer thread died
+    of it, silently, and the next scalar waited forever on its full queue.)"""
+    import io
     import threading
 
-    w = writers.MetricWriter(tmp_path)
-    event_writer = w._tb._get_file_writer().event_writer
-    event_writer.flush = _enospc
-    with pytest.raises(files.WriteError) as caught:
+    mount = tmp_path / "small"
+    if not _mount_small_tmpfs(mount, "64k"):
+        pytest.skip("cannot mount a small tmpfs here")
+    outcome = []
+
+    def fill():
+        (mount / "run").mkdir()
+        w = writers.MetricWriter(mount / "run")
+        w._jsonl = io.StringIO()
+        try:
+            for step in range(1, 10_000):
+                w.write(step, {f"metric_{i}": float(i) for i in range(50)})
+        except files.WriteError as e:
+            outcome.append(e)
         w.close()
-    assert caught.value.what == "TensorBoard events" and "No space left" in str(caught.value)
-    assert event_writer._closed  # tensorboardX's atexit hook now does nothing
+        outcome.append("closed")
 
-    class _EventLoggerThread(threading.Thread):  # named as tensorboardX's writer thread
-        def run(self):
-            _enospc()
-
-    t = _EventLoggerThread()
-    t.start()
-    t.join()
-    assert "Traceback" not in capsys.readouterr().err
+    try:
+        worker = threading.Thread(target=fill, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "a full disk under the events hangs the run"
+        error, closed = outcome
+        assert error.what == "TensorBoard events" and error.reason == "No space left on device" and closed == "closed"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

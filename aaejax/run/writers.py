@@ -6,8 +6,9 @@ import json
 import logging
 import math
 import os
+import socket
+import struct
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -59,18 +60,68 @@ def side_by_side(inputs: np.ndarray, recons: np.ndarray, ncols: int = 8) -> np.n
     return np.concatenate(rows)
 
 
-def _summary_writer_class():
-    """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when it
-    is installed (2-3 s of every run's start) only to accept torch tensors, which we never pass."""
+def _tensorboardx() -> None:
+    """Imports tensorboardX (for its protos and checksum) without PyTorch: tensorboardX imports
+    torch when it is installed (2-3 s of every run's start) only to accept torch tensors, which we
+    never pass."""
     if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
         sys.modules["torch"] = None  # `import torch` raises ImportError while this entry is there
         try:
             import tensorboardX  # noqa: F401
         finally:
             del sys.modules["torch"]
-    from tensorboardX import SummaryWriter
 
-    return SummaryWriter
+
+class EventFile:
+    """One TensorBoard event file (TFRecord framing), written in the caller's thread with one
+    unbuffered write per call, so a full disk is an OSError at that call. (tensorboardX's
+    SummaryWriter writes from a thread of its own: a full disk killed it silently, and the next
+    scalar then waited forever on its full queue.)"""
+
+    def __init__(self, logdir: Path, purge_step: int):
+        _tensorboardx()
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        # tensorboardX's name (the second, the host), then the pid and the nanosecond: a second
+        # file within the same second (a resume in the same process) is a file of its own.
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
+        self._file = open(logdir / name, "xb", buffering=0)
+        now = time.time()
+        # TensorBoard drops the earlier files' events from `purge_step` on: a resumed run logs them
+        # again.
+        self._write([Event(wall_time=now, file_version="brain.Event:2"),
+                     Event(wall_time=now, step=purge_step, session_log=SessionLog(status=SessionLog.START))])
+
+    def _write(self, events) -> None:
+        from tensorboardX.record_writer import masked_crc32c
+
+        records = []
+        for event in events:
+            data = event.SerializeToString()
+            header = struct.pack("<Q", len(data))
+            records += [header, struct.pack("<I", masked_crc32c(header)), data, struct.pack("<I", masked_crc32c(data))]
+        view = memoryview(b"".join(records))
+        while view:  # an unbuffered write may take part of it; a full disk then raises
+            view = view[self._file.write(view):]
+
+    def scalars(self, step: int, values: dict) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        now = time.time()
+        self._write([Event(wall_time=now, step=step, summary=Summary(value=[Summary.Value(tag=k, simple_value=v)]))
+                     for k, v in values.items()])
+
+    def image(self, name: str, step: int, png: bytes, height: int, width: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=png)
+        self._write([Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=name, image=image)]))])
+
+    def close(self) -> None:
+        self._file.close()  # nothing is buffered: closing cannot fail on a full disk
 
 
 class MetricWriter:
@@ -84,17 +135,16 @@ class MetricWriter:
         resume_step: the step the run resumes from; TensorBoard purges its events after that step
         (they are logged again), as `truncate_metrics` does for metrics.jsonl.
         """
-        SummaryWriter = _summary_writer_class()
         self.enabled, self.workdir = enabled, Path(workdir)
         if enabled:
             with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
                 self._jsonl = open(self.workdir / "metrics.jsonl", "a")
-            with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-                # tensorboardX names the file by the second and the host and opens it with "wb": a
-                # second writer on this work dir within that second (a resume in the same process)
-                # would empty the first one's file. The suffix makes each writer's name its own.
-                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1,
-                                         filename_suffix=f".{os.getpid()}.{time.time_ns()}")
+            try:
+                with self._writing("TensorBoard events", self.workdir / "tensorboard"):
+                    self._tb = EventFile(self.workdir / "tensorboard", purge_step=resume_step + 1)
+            except BaseException:
+                self._jsonl.close()
+                raise
 
     @staticmethod
     def _writing(what: str, path: Path):
@@ -119,9 +169,7 @@ class MetricWriter:
             return
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-            for k, v in record.items():
-                if k != "step":
-                    self._tb.add_scalar(k, v, step)
+            self._tb.scalars(int(step), {k: v for k, v in record.items() if k != "step"})
         if per_seed:
             record["per_seed"] = per_seed
         with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
@@ -131,53 +179,17 @@ class MetricWriter:
     def image(self, name: str, step: int, grid: np.ndarray) -> None:
         """grid: uint8 [H, W] (image_grid) -> samples/<name>_<step>.png and TensorBoard `name`."""
         if self.enabled:
-            from tensorboardX.proto.summary_pb2 import Summary
-
-            png = encode_png(grid)  # once, for the file and the event (add_image would encode again)
+            png = encode_png(grid)  # once, for the file and the event
             save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", png)
-            image = Summary.Image(height=2 * grid.shape[0], width=2 * grid.shape[1], colorspace=1, encoded_image_string=png)
             with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-                self._tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), step)
+                self._tb.image(name, int(step), png, height=2 * grid.shape[0], width=2 * grid.shape[1])
 
     def close(self) -> None:
         if not self.enabled:
             return
-        # Taken now: once closed, _get_file_writer() would open a new file, emptying this one.
-        event_writer = self._tb._get_file_writer().event_writer
-        try:
-            with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
-                self._jsonl.close()
-            with self._writing("TensorBoard events", self.workdir / "tensorboard"):
-                self._tb.close()
-        finally:
-            _shut(event_writer)
-
-
-def _shut(event_writer) -> None:
-    """Ends a tensorboardX event writer whose close failed (a full disk): its thread and queue are
-    stopped and it is marked closed, or its atexit hook would flush again and print that failure's
-    traceback after the run's one line. Errors here are the one already reported."""
-    if event_writer._closed:
-        return
-    for step in (lambda: event_writer._worker.stop(), lambda: event_writer._ev_writer.close(),
-                 lambda: event_writer._event_queue.close()):
-        try:
-            step()
-        except (OSError, ValueError, AttributeError):
-            pass
-    event_writer._closed = True
-
-
-def _quiet_event_thread_errors(args) -> None:
-    """threading.excepthook: tensorboardX's writer thread dying of an OSError (a full disk) is
-    reported by the run itself, as one line, when it flushes or closes; other errors pass on."""
-    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_EventLoggerThread":
-        return
-    _previous_excepthook(args)
-
-
-_previous_excepthook = threading.excepthook
-threading.excepthook = _quiet_event_thread_errors
+        self._tb.close()
+        with self._writing("metrics.jsonl", self.workdir / "metrics.jsonl"):
+            self._jsonl.close()
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
