@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("make_config", [tiny_aae_config, tiny_bigan_config])
-def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, bars, make_config):
+def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, bars, make_config, monkeypatch):
     """Model i of num_seeds=3 (seed 5) == a run with seed 5 + i: own init, data order, everything.
     evaluate reports each model and the mean and standard deviation over them."""
     trainer.train(make_config(num_steps=20, seed=5, num_seeds=3), tmp_path / "multi", bars)
@@ -37,7 +37,10 @@ def test_each_seed_of_a_multi_seed_run_is_the_single_run_of_its_seed(tmp_path, b
     if make_config is tiny_aae_config:
         from aaejax.eval.report import evaluate
 
+        steps_asked, load = [], aaejax.load
+        monkeypatch.setattr(aaejax, "load", lambda *a, **k: steps_asked.append(k["step"]) or load(*a, **k))
         out = evaluate(tmp_path / "multi", num_samples=200, use_classifier=False, knn_pixels=False, dataset=bars)
+        assert steps_asked == [None, 20, 20]  # the newest, then that step: a newer save may land meanwhile
         assert [r["seed_index"] for r in out["seeds"]] == [0, 1, 2]
         values = [r["recon_mse"] for r in out["seeds"]]
         assert out["mean"]["recon_mse"] == pytest.approx(np.mean(values))

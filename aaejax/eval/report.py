@@ -87,8 +87,11 @@ def evaluate(workdir: str | Path, num_samples: int = 10000, use_classifier: bool
     num_seeds = int(config.num_seeds)
     dataset = dataset or data_lib.load(config.dataset, config.data_dir or None, config.data_mirror or None)
     # The baselines (random encoder, pixels) do not depend on the trained model: model 0 only.
-    reports = [_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
-                             classifier_cache, dataset, step) for i in range(num_seeds)]
+    # The other models are read at model 0's step: a run still writing may save a newer checkpoint.
+    reports = []
+    for i in range(num_seeds):
+        reports.append(_evaluate_one(workdir, i, num_samples, use_classifier, i == 0, knn_pixels and i == 0,
+                                     classifier_cache, dataset, step if i == 0 else reports[0]["step"]))
     if num_seeds == 1:
         out = reports[0]
     else:
