@@ -7,6 +7,11 @@ interpolations, loss curves from metrics.jsonl.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports: a Ctrl-C from the first instant is one line, exit 130
+    from aaejax.run.console import exit_on_signal
+
+    exit_on_signal()
+
 import sys
 from pathlib import Path
 
@@ -23,6 +28,7 @@ flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (defaul
                      "initial state, recreated from its seed. eval.json is then eval_<step>.json.")
 flags.DEFINE_bool("curve", False, "Only the curve the run logged as it trained (metrics.jsonl eval_*: the paper "
                   "variants' table metric every eval_every steps): a table, DIR/curve.json and DIR/eval/curve.png.")
+flags.register_validator("num_samples", lambda n: n >= 1, "must be at least 1")
 FLAGS = flags.FLAGS
 
 
@@ -59,7 +65,7 @@ def main(argv):
     try:
         out = report.evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
                        FLAGS.classifier_cache, step=FLAGS.step)
-    except (CheckpointError, DataError, ConfigError) as e:
+    except (CheckpointError, DataError, ConfigError, ValueError) as e:  # ValueError: too many samples to fit
         sys.exit(f"error: {e}")
     except WriteError as e:
         sys.exit(f"error: could not write {e.what or 'eval.json'} to {e.path}: {e.reason} ({free_space(e.path)}); "

@@ -1,5 +1,7 @@
 """Each metric on small synthetic cases with known answers."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,3 +115,6 @@ def test_evaluate_says_which_step_it_evaluated(tmp_path, bars):
                                             "--num_samples=100"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"evaluated step 20 of {tmp_path / 'run'} (its newest readable checkpoint)" in proc.stdout
+    proc = run_cli("experiments.evaluate", [f"--workdir={tmp_path / 'run'}", "--num_samples=10000000000"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.fullmatch(r"error: sample\(10000000000\) needs .* GiB .*: ask for fewer", proc.stderr.splitlines()[-1])
