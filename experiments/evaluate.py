@@ -57,19 +57,16 @@ def main(argv):
     from aaejax.data.datasets import DataError
     from aaejax.run.files import WriteError, free_space
 
-    if FLAGS.curve:
-        try:
-            return _curve_main(Path(FLAGS.workdir))
-        except (ConfigError, CheckpointError, OSError) as e:
-            sys.exit(f"error: {e}")
     try:
+        if FLAGS.curve:
+            return _curve_main(Path(FLAGS.workdir))
         out = report.evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
-                       FLAGS.classifier_cache, step=FLAGS.step)
-    except (CheckpointError, DataError, ConfigError, ValueError) as e:  # ValueError: too many samples to fit
-        sys.exit(f"error: {e}")
+                              FLAGS.classifier_cache, step=FLAGS.step)
     except WriteError as e:
-        sys.exit(f"error: could not write {e.what or 'eval.json'} to {e.path}: {e.reason} ({free_space(e.path)}); "
+        sys.exit(f"error: could not write {e.what or e.path.name} to {e.path}: {e.reason} ({free_space(e.path)}); "
                  f"free space and rerun the same command (the run itself is untouched)")
+    except (CheckpointError, DataError, ConfigError, ValueError, OSError) as e:  # ValueError: too many samples
+        sys.exit(f"error: {e}")
     if "mean" in out:
         for k, v in out["mean"].items():
             print(f"{k:>26}  {v:.4f} ± {out['std'][k]:.4f}  (over {out['num_seeds']} seeds)")

@@ -118,3 +118,21 @@ def test_evaluate_says_which_step_it_evaluated(tmp_path, bars):
     proc = run_cli("experiments.evaluate", [f"--workdir={tmp_path / 'run'}", "--num_samples=10000000000"], tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert re.fullmatch(r"error: sample\(10000000000\) needs .* GiB .*: ask for fewer", proc.stderr.splitlines()[-1])
+
+
+def test_evaluate_curve_says_a_failed_write_in_one_line(tmp_path, bars):
+    from aaejax.run import trainer
+    from conftest import run_cli, tiny_aae_config
+
+    trainer.train(tiny_aae_config(num_steps=0), tmp_path / "run", bars)  # its config.json
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 4, "eval_x": 0.5, "per_seed": {"eval_x": [0.5, 0.7]}}\n')
+    full_disk = ("import aaejax.run.files as f\n"
+                 "def full(path, data, what=''):\n"
+                 "    raise f.WriteError('No space left on device', path, what or path.name)\n"
+                 "f.write_atomic = full\n")
+    proc = run_cli("experiments.evaluate", [f"--workdir={tmp_path / 'run'}", "--curve"], tmp_path, prelude=full_disk)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "0.6000 ± 0.1414" in proc.stdout  # the table came first
+    assert re.fullmatch(rf"error: could not write curve.json to {re.escape(str(tmp_path / 'run' / 'curve.json'))}: "
+                        r"No space left on device \(\d+\.\d MB free\); free space and rerun the same command "
+                        r"\(the run itself is untouched\)", proc.stderr.splitlines()[-1])
