@@ -36,6 +36,23 @@ def test_a_ctrl_c_at_any_moment_is_one_line_and_never_lost(tmp_path):
             assert "stopped by signal 2" in err and "checkpoint saved" in err, err[-2000:]
 
 
+def test_a_second_signal_while_a_save_holds_stderr_still_says_its_line():
+    """A checkpoint save sends fd 2 to a temporary file (orbax's noise); the line of a second
+    Ctrl-C in that window goes to the stderr the loop started with."""
+    code = ("import os, signal, tempfile, time\n"
+            "from aaejax.run.console import StopOnSignal\n"
+            "with StopOnSignal():\n"
+            "    capture = tempfile.TemporaryFile()\n"
+            "    os.dup2(capture.fileno(), 2)  # as checkpoint._quiet_orbax does\n"
+            "    for _ in range(2):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        time.sleep(0.2)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "signal 2 again: exiting now without saving; the same command resumes from the " \
+                                  "last checkpoint"
+
+
 def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path):
     proc = _start(tmp_path)
     metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120

@@ -73,27 +73,42 @@ class StopOnSignal:
     def __init__(self):
         self.signum = None
         self._previous = {}
+        self._stderr = None  # fd 2 as it was on entry: a save captures fd 2 while it runs
 
     def __call__(self, signum, frame):
         if self.signum is not None:
             # At once, even while the main thread waits on the device: the checkpoints already
             # committed are whole (a save cut short leaves only orbax's temporary folder).
-            sys.stderr.write(f"\nsignal {signum} again: exiting now without saving; the same command resumes "
-                             f"from the last checkpoint\n")
-            sys.stderr.flush()
+            _last_words(self._stderr, f"signal {signum} again: exiting now without saving; the same command "
+                                      f"resumes from the last checkpoint")
             os._exit(128 + signum)
         self.signum = signum
         log.warning("signal %d: stopping after the current chunk (again to stop now)", signum)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._stderr = os.dup(2)
             self._previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        if self._stderr is not None:
+            os.close(self._stderr)
+            self._stderr = None
         return False
+
+
+def _last_words(fd: int | None, line: str) -> None:
+    """`line` on its own line, to `fd` (a copy of the terminal's stderr) when given."""
+    sys.stderr.flush()
+    text = f"\n{line}\n"
+    if fd is None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    else:
+        os.write(fd, text.encode())
 
 
 def exit_on_signal() -> None:
