@@ -45,6 +45,19 @@ def test_the_step_draws_prior_codes_of_each_image_label(bars):
     np.testing.assert_array_equal(nearest, np.asarray(batch["label"]))
 
 
+def test_the_seed_steps_three_draws_are_independent():
+    """eps (the autoencoder's codes), eps_d (the codes D sees) and z_real (the prior's) are drawn
+    apart, as Keras-GAN's separate calls draw them: no two equal, none correlated."""
+    model = registry.build_model(tiny_variant("seed"))
+    batch = {"image": np.zeros((500, 28, 28, 1), np.uint8), "label": np.zeros((500,), np.int32)}
+    draws = model.draws(model.init(jax.random.PRNGKey(0)), batch)
+    names = ("eps", "eps_d", "z_real")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            corr = np.corrcoef(np.ravel(draws[a]), np.ravel(draws[b]))[0, 1]
+            assert abs(corr) < 0.05, (a, b, corr)
+
+
 def test_input_noise_is_added_to_the_unlabelled_images(bars):
     """The categorical AAE's encoder sees x + input_noise * N(0, 1) ([-1, 1] scale); x stays the
     reconstruction target."""

@@ -82,12 +82,13 @@ class AAE(ConfigEquality):
         """This step's noise: eps [B, latent_dim] of the autoencoder's codes, the prior codes
         z_real, and (two_batches) eps_d of the codes D sees, drawn apart as Keras-GAN's separate
         calls draw them."""
-        k_eps, k_prior = jax.random.split(state.step_key())
+        # One fold_in index per draw. (Under JAX's threefry_partitionable, the default, split(k)[i]
+        # is fold_in(k, i): eps_d's key was once fold_in(k, 1), the prior's.)
+        k_eps, k_prior, k_eps_d = (jax.random.fold_in(state.step_key(), i) for i in range(3))
         shape = (batch["image"].shape[0], self.latent_dim)
         out = {"eps": jax.random.normal(k_eps, shape),
                "z_real": self.prior.sample(k_prior, shape, batch["label"] if self.conditioned else None)}
-        out["eps_d"] = jax.random.normal(jax.random.fold_in(state.step_key(), 1), shape) \
-            if self.config.d_update == "two_batches" else out["eps"]
+        out["eps_d"] = jax.random.normal(k_eps_d, shape) if self.config.d_update == "two_batches" else out["eps"]
         return out
 
     def _update_discriminator(self, disc, z_real, z_fake, onehot):
