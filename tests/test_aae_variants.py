@@ -69,6 +69,24 @@ def test_input_noise_is_added_to_the_unlabelled_images(bars):
     assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.3) < 0.01, (noise.mean(), noise.std())
 
 
+def test_the_categorical_steps_keys_are_each_its_own(bars):
+    """The unlabelled images' input noise and the keys of the labelled noise, the labelled shifts
+    and the consistency view: four independent streams, none correlated with another."""
+    config = tiny_variant("semi_supervised_plus")
+    config.input_noise = 0.3
+    model = registry.build_model(config)
+    batch = batch_of(bars, 16)
+    draws = model._draws(model.init(jax.random.PRNGKey(0)), batch)
+    shape = draws["x"].shape
+    streams = {"input noise": np.asarray(draws["x_in"] - draws["x"]) / 0.3,
+               **{k: np.asarray(jax.random.normal(draws[k], shape)) for k in ("k_noise_l", "k_shift", "k_consist")}}
+    names = list(streams)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            corr = np.corrcoef(streams[a].ravel(), streams[b].ravel())[0, 1]
+            assert abs(corr) < 0.05, (a, b, corr)
+
+
 def test_swiss_roll_segments_follow_the_label():
     prior = priors.SwissRoll2D(num_components=10)
     labels = jnp.repeat(jnp.arange(10), 300)

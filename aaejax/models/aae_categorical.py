@@ -162,16 +162,18 @@ class CategoricalAAE(ConfigEquality):
         return grads, {"consistency_kl": kl}
 
     def _draws(self, state: TrainState, batch: dict) -> dict:
-        """This step's random draws and inputs. (Later options draw from fold_in(step_key, i).)"""
+        """This step's random draws and inputs, each from its own fold_in(step_key, i). (Under
+        JAX's threefry_partitionable, the default, split(k)[i] is fold_in(k, i): the labelled
+        shifts and the consistency view once drew from indices 2 and 3, the input noises'.)"""
         cfg = self.config
-        k_cat, k_style, k_noise, k_noise_l = jax.random.split(state.step_key(), 4)
+        k_cat, k_style, k_noise, k_noise_l, k_shift, k_consist = (
+            jax.random.fold_in(state.step_key(), i) for i in range(6))
         x = images.signed(batch["image"])
         batch_size = x.shape[0]
         x_in = x + cfg.input_noise * jax.random.normal(k_noise, x.shape) if cfg.input_noise else x
         y_real = jax.nn.one_hot(jax.random.randint(k_cat, (batch_size,), 0, self.num_categories), self.num_categories)
         return {"x": x, "x_in": x_in, "y_real": y_real, "z_real": self.prior.sample(k_style, (batch_size, self.style_dim)),
-                "k_noise_l": k_noise_l, "k_shift": jax.random.fold_in(state.step_key(), 2),
-                "k_consist": jax.random.fold_in(state.step_key(), 3)}
+                "k_noise_l": k_noise_l, "k_shift": k_shift, "k_consist": k_consist}
 
     def _ae_totals(self, rec, adv_cat, adv_style, balance):
         cfg = self.config
