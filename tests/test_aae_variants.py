@@ -95,11 +95,12 @@ def test_swiss_roll_segments_follow_the_label():
     assert np.all(r >= edges[:-1, None] - 1e-5) and np.all(r <= edges[1:, None] + 1e-5)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("latent_dim", 3, "latent_dim=2"), ("prior", "gaussian", "prior_conditioned"),
+@pytest.mark.parametrize("variant,field,value,match", [
+    ("mixture_cond", "latent_dim", 3, "latent_dim=2"), ("mixture_cond", "prior", "gaussian", "prior_conditioned"),
+    ("seed", "lr_schedule", "exponential", "two_batches.*lr_schedule='constant'"),
 ])
-def test_2d_prior_config_errors(field, value, match):
-    config = tiny_variant("mixture_cond")
+def test_aae_config_errors(variant, field, value, match):
+    config = tiny_variant(variant)
     config[field] = value
     with pytest.raises(ConfigError, match=match):
         registry.validate_config(config)

@@ -209,3 +209,7 @@ class AAE(ConfigEquality):
             raise ValueError("recon_weight and adv_weight are both 0: nothing to learn")
         if config.prior == "uniform" and not config.prior_low < config.prior_high:
             raise ValueError(f"prior_low must be < prior_high, got {config.prior_low}, {config.prior_high}")
+        if config.d_update == "two_batches" and config.lr_schedule != "constant":
+            # D's optimizer steps twice a step, so its schedule would run twice as fast.
+            raise ValueError(f"d_update='two_batches' updates the discriminator twice a step and needs "
+                             f"lr_schedule='constant', got {config.lr_schedule!r}")
