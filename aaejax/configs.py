@@ -184,7 +184,8 @@ ADAM_FIELDS = group(
     Field("b1", 0.5, "Adam's first-moment decay", low=0, below=1),
     Field("b2", 0.999, "Adam's second-moment decay", low=0, below=1),
     Field("adam", "optax", "optax = optax's Adam | dcgan = the official BiGAN code's (b1 decays by 1 - 1e-8 a "
-          "step) | keras = Keras 2's (eps 1e-7 on sqrt(v), one iteration counter shared by the networks)",
+          "step) | keras = Keras 2's (eps 1e-7 on sqrt(v); the basic AAE's networks share one iteration counter, "
+          "as Keras-GAN's do; other models count each network's own)",
           choices=ADAMS),
     Field("weight_decay", 0.0, "L2 coefficient added to the gradient before Adam (not AdamW); 0 = none", low=0),
 )
