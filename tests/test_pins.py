@@ -1,7 +1,8 @@
 """Pins each named config's model (issue #33): its parameter count at full size and one value of
 a tiny run (the parameters' sum after one step from a fixed key on a fixed batch), so a change
 that was meant to move code and changes a model fails here. After a change meant to alter a
-model, regenerate with `python tests/test_pins.py` and say why in the commit."""
+model, `PYTHONPATH=. python tests/test_pins.py` prints the table anew: take its changed lines and
+say why in the commit."""
 
 import jax
 import numpy as np
