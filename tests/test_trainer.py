@@ -238,7 +238,7 @@ def test_workdir_with_another_config_is_refused(tmp_path, bars):
 def test_num_steps_may_change_on_resume_only_with_a_constant_learning_rate(tmp_path, bars):
     """A decaying schedule is laid out over num_steps: resuming with another num_steps would jump
     the learning rate, so it is refused; with a constant rate the run just goes on."""
-    decaying = dict(lr_schedule="exponential", d_update="averaged")  # two_batches needs a constant rate
+    decaying = dict(lr_schedule="exponential")
     trainer.train(tiny_aae_config(num_steps=10, **decaying), tmp_path / "decay", bars)
     with pytest.raises(ConfigError, match="num_steps: 10 -> 20 .*schedule"):
         trainer.train(tiny_aae_config(num_steps=20, **decaying), tmp_path / "decay", bars)

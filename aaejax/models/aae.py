@@ -55,7 +55,7 @@ class AAE(ConfigEquality):
         d_count = 2 if config.d_update == "two_batches" else 1
         counts = {"discriminator": (d_count + 1, 1, d_count), "encoder": (d_count + 1, d_count + 1, 1),
                   "decoder": (d_count + 1, d_count + 1, 1)}
-        self.txs, self.schedules = make_optimizers(config, NETS, counts)
+        self.txs, self.schedules = make_optimizers(config, NETS, counts, {"discriminator": d_count})
 
     # ------------------------------------------------------------------ init / step
 
@@ -209,7 +209,3 @@ class AAE(ConfigEquality):
             raise ValueError("recon_weight and adv_weight are both 0: nothing to learn")
         if config.prior == "uniform" and not config.prior_low < config.prior_high:
             raise ValueError(f"prior_low must be < prior_high, got {config.prior_low}, {config.prior_high}")
-        if config.d_update == "two_batches" and config.lr_schedule != "constant":
-            # D's optimizer steps twice a step, so its schedule would run twice as fast.
-            raise ValueError(f"d_update='two_batches' updates the discriminator twice a step and needs "
-                             f"lr_schedule='constant', got {config.lr_schedule!r}")

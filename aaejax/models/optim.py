@@ -85,10 +85,12 @@ def scale_by_dcgan_adam(b1: float = 0.5, b2: float = 0.999, eps: float = 1e-8,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config, counts: tuple[int, int, int] = (1, 1, 1)) -> tuple[optax.GradientTransformation,
-                                                                                optax.Schedule]:
+def make_optimizer(config, counts: tuple[int, int, int] = (1, 1, 1),
+                   updates_per_step: int = 1) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Adam(lr schedule, b1, b2) of config.adam, after the L2 term (see the module docstring);
     `counts`: the "keras" Adam's place on its shared iteration counter (scale_by_keras_adam).
+    `updates_per_step`: how many updates the network gets a training step; its schedule advances
+    once a step all the same (the returned schedule is of the training step).
 
     With config.skip_nonfinite, an update whose gradient holds a NaN/Inf is dropped (params and
     Adam moments unchanged), up to config.max_consecutive_nonfinite in a row.
@@ -103,17 +105,21 @@ def make_optimizer(config, counts: tuple[int, int, int] = (1, 1, 1)) -> tuple[op
         parts.append(scale_by_keras_adam(b1=config.b1, b2=config.b2, counts=counts))
     else:
         parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2))
-    parts.append(optax.scale_by_learning_rate(schedule))
+    per_update = schedule if updates_per_step == 1 else (lambda count: schedule(count // updates_per_step))
+    parts.append(optax.scale_by_learning_rate(per_update))
     tx = optax.chain(*parts)
     if config.skip_nonfinite:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=int(config.max_consecutive_nonfinite))
     return tx, schedule
 
 
-def make_optimizers(config, names, counts: dict | None = None) -> tuple[dict, dict]:
+def make_optimizers(config, names, counts: dict | None = None,
+                    updates_per_step: dict | None = None) -> tuple[dict, dict]:
     """One optimizer (and schedule) per network: {name: tx}, {name: schedule}. `counts`: per
-    network, its place on the "keras" Adam's shared counter."""
-    built = {n: make_optimizer(config, (counts or {}).get(n, (1, 1, 1))) for n in names}
+    network, its place on the "keras" Adam's shared counter; `updates_per_step`: per network, its
+    updates a training step (default 1)."""
+    built = {n: make_optimizer(config, (counts or {}).get(n, (1, 1, 1)), (updates_per_step or {}).get(n, 1))
+             for n in names}
     return {n: tx for n, (tx, _) in built.items()}, {n: sched for n, (_, sched) in built.items()}
 
 

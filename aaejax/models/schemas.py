@@ -30,7 +30,7 @@ AAE_FIELDS = group(
           low=0),
     Field("adv_weight", 0.001, "weight of the adversarial (fooling) loss in the autoencoder's loss", low=0),
     Field("d_update", "averaged", "averaged = one D update on the mean of its real and fake losses | "
-          "two_batches = one on each in turn (Keras-GAN; D steps twice a step, so lr_schedule must be constant)",
+          "two_batches = one on each in turn (Keras-GAN; D's schedule still advances once a step)",
           choices=D_UPDATES),
     Field("prior_conditioned", False, "D also sees the one-hot label, the prior sample comes from the label's "
           "component (2-D priors, paper Figure 4)"),
