@@ -23,6 +23,10 @@ from aaejax.models.state import has_batch_stats, seed_keys
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 
 
+class TooLarge(ValueError):
+    """A request whose result would not fit in the memory that is free (sample(n) for a large n)."""
+
+
 class LoadedModel:
     def __init__(self, model, state, config, step: int):
         self.model, self.state, self.config, self.step = model, state, config, step
@@ -80,7 +84,7 @@ class LoadedModel:
             return self._sample(self.state, key, n, labels)
         need, free = n * 28 * 28 * 4, _free_memory()
         if free is not None and 2 * need > free:  # the pieces and their concatenation
-            raise ValueError(f"sample({n}) needs {2 * need / 2**30:.1f} GiB for its images; the device has "
+            raise TooLarge(f"sample({n}) needs {2 * need / 2**30:.1f} GiB for its images; the device has "
                              f"{free / 2**30:.1f} GiB free: ask for fewer")
         # In pieces of SAMPLE_PIECE, piece i from fold_in(key, i): one compiled program, bounded work.
         pieces = []

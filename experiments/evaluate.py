@@ -55,6 +55,7 @@ def main(argv):
     from aaejax.run.checkpoint import CheckpointError
     from aaejax.configs import ConfigError
     from aaejax.data.datasets import DataError
+    from aaejax.api import TooLarge
     from aaejax.run.files import WriteError, free_space
 
     try:
@@ -65,7 +66,7 @@ def main(argv):
     except WriteError as e:
         sys.exit(f"error: could not write {e.what or e.path.name} to {e.path}: {e.reason} ({free_space(e.path)}); "
                  f"free space and rerun the same command (the run itself is untouched)")
-    except (CheckpointError, DataError, ConfigError, ValueError, OSError) as e:  # ValueError: too many samples
+    except (CheckpointError, DataError, ConfigError, TooLarge, OSError) as e:
         sys.exit(f"error: {e}")
     if "mean" in out:
         for k, v in out["mean"].items():

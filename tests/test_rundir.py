@@ -292,7 +292,7 @@ def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_pat
     with pytest.raises(ValueError, match=r"one label per image"):
         m.sample(10, labels=np.zeros(9, np.int32))
     monkeypatch.setattr(api, "_free_memory", lambda: 10 * 28 * 28 * 4)  # room for 10 images, not their copy
-    with pytest.raises(ValueError, match=r"sample\(10\) needs .* GiB .* ask for fewer"):
+    with pytest.raises(aaejax.api.TooLarge, match=r"sample\(10\) needs .* GiB .* ask for fewer"):
         m.sample(10)
 
 
