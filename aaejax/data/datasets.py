@@ -165,17 +165,34 @@ def _tfds_data_dir(data_dir: str | None) -> str:
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
+class _TempfileIn:
+    """`tempfile` as TFDS's dataset_info module sees it during a lookup: folders made inside
+    `folder`; everything else is tempfile's own."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def mkdtemp(self, suffix=None, prefix=None, dir=None):
+        return tempfile.mkdtemp(suffix, prefix, dir or self.folder)
+
+    def __getattr__(self, name):
+        return getattr(tempfile, name)
+
+
 @contextlib.contextmanager
 def _scratch_tempdir():
-    """Points `tempfile` at a folder removed on exit: TFDS's `initialize_from_bucket` makes a
-    `mkdtemp` folder (with internet, GCS metadata in it) on each lookup of an unprepared dataset
-    and never removes it, so every run would leave one in /tmp."""
+    """TFDS's `DatasetInfo.initialize_from_bucket` makes a `mkdtemp` folder (with internet, GCS
+    metadata in it) on each lookup of an unprepared dataset and never removes it, so every run
+    would leave one in /tmp. For the lookup, its module makes them in a folder removed on exit
+    (only its module: other threads' temporary files stay where tempfile puts them)."""
+    from tensorflow_datasets.core import dataset_info
+
     with tempfile.TemporaryDirectory(prefix="aaejax-tfds-") as scratch:
-        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        previous, dataset_info.tempfile = dataset_info.tempfile, _TempfileIn(scratch)
         try:
             yield
         finally:
-            tempfile.tempdir = previous
+            dataset_info.tempfile = previous
 
 
 def _read_tfds(name: str, data_dir: str | None) -> Dataset:
