@@ -296,6 +296,32 @@ def test_sample_draws_large_counts_in_pieces_and_refuses_what_cannot_fit(tmp_pat
         m.sample(10)
 
 
+def _open_files() -> list[str]:
+    """What this process's file descriptors point to."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    return out
+
+
+def test_a_writer_that_cannot_start_on_a_full_disk_leaves_no_file_open(tmp_path):
+    mount = tmp_path / "small"
+    if not _mount_small_tmpfs(mount, "64k"):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (mount / "run").mkdir()
+        subprocess.run(["dd", "if=/dev/zero", f"of={mount / 'fill'}", "bs=4k"], capture_output=True)  # to ENOSPC
+        with pytest.raises(files.WriteError) as caught:
+            writers.MetricWriter(mount / "run")
+        assert caught.value.what == "TensorBoard events" and caught.value.reason == "No space left on device"
+        assert [path for path in _open_files() if path.startswith(str(mount))] == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 def test_a_full_disk_under_the_event_file_is_one_error_not_a_hang(tmp_path):
     """TensorBoard events fill a real 64 KB file system (metrics.jsonl kept in memory): the writer
     ends with one WriteError naming them, within seconds. (tensorboardX's own writer thread died

@@ -88,10 +88,14 @@ class EventFile:
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
         self._file = open(logdir / name, "xb", buffering=0)
         now = time.time()
-        # TensorBoard drops the earlier files' events from `purge_step` on: a resumed run logs them
-        # again.
-        self._write([Event(wall_time=now, file_version="brain.Event:2"),
-                     Event(wall_time=now, step=purge_step, session_log=SessionLog(status=SessionLog.START))])
+        try:
+            # TensorBoard drops the earlier files' events from `purge_step` on: a resumed run logs
+            # them again.
+            self._write([Event(wall_time=now, file_version="brain.Event:2"),
+                         Event(wall_time=now, step=purge_step, session_log=SessionLog(status=SessionLog.START))])
+        except BaseException:
+            self._file.close()
+            raise
 
     def _write(self, events) -> None:
         from tensorboardX.record_writer import masked_crc32c
