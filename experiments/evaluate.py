@@ -56,7 +56,7 @@ def main(argv):
     from aaejax.configs import ConfigError
     from aaejax.data.datasets import DataError
     from aaejax.api import TooLarge
-    from aaejax.run.files import WriteError, free_space
+    from aaejax.run.files import WriteError, failure_line
 
     try:
         if FLAGS.curve:
@@ -64,8 +64,7 @@ def main(argv):
         out = report.evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.classifier, FLAGS.knn_pixels,
                               FLAGS.classifier_cache, step=FLAGS.step)
     except WriteError as e:
-        sys.exit(f"error: could not write {e.what or e.path.name} to {e.path}: {e.reason} ({free_space(e.path)}); "
-                 f"free space and rerun the same command (the run itself is untouched)")
+        sys.exit(f"error: {failure_line(e.what or e.path.name, e.path, e.reason)} (the run itself is untouched)")
     except (CheckpointError, DataError, ConfigError, TooLarge, OSError) as e:
         sys.exit(f"error: {e}")
     if "mean" in out:

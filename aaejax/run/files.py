@@ -26,6 +26,14 @@ def free_space(path: Path) -> str:
     return "free space unknown"
 
 
+def failure_line(what: str, path: Path, reason: str, after: str = "", note: str = "") -> str:
+    """The one line a failed write ends a command with: what (`after`: e.g. at which step), where,
+    why, the free space there, `note` (e.g. what is kept), and what to do."""
+    note = f"; {note}" if note else ""
+    return (f"could not write {what}{after} to {path}: {reason} ({free_space(path)}){note}; "
+            f"free space and rerun the same command")
+
+
 def write_atomic(path: Path, data: str | bytes, what: str = "") -> None:
     """Writes `data` to a temporary name beside `path` (its folder made if need be), then renames:
     never a torn file. The one way this project writes a whole file. OSError -> WriteError

@@ -26,7 +26,7 @@ import ml_collections
 from aaejax.models import registry
 from aaejax.run.checkpoint import CheckpointError, Checkpointer
 from aaejax.configs import ConfigError
-from aaejax.run.files import WriteError, free_space, write_atomic
+from aaejax.run.files import WriteError, failure_line, write_atomic
 from aaejax.configs import STEP_FREE_SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,8 @@ class WorkdirLock:
                          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}".encode())
         except OSError as e:  # a full disk: the first byte a run writes is here
             os.close(fd)  # else the open file would hold the lock for the rest of the process
-            raise WriteError(f"could not write the work dir's lock {self.path}: {e.strerror or e} "
-                             f"({free_space(self.path)}); free space and rerun the same command",
-                             self.path, "the work dir's lock") from e
+            what = "the work dir's lock"
+            raise WriteError(failure_line(what, self.path, e.strerror or str(e)), self.path, what) from e
         self._fd = fd
         return self
 

@@ -358,8 +358,7 @@ class Run:
         steps = self.ckpt.steps()
         kept = f"the last intact checkpoint is step {steps[-1]}" if steps else "no checkpoint was saved yet"
         what = error.what or "a checkpoint"
-        return files.WriteError(f"could not write {what} at step {step} to {error.path}: {error.reason} "
-                                f"({files.free_space(error.path)}); {kept}; free space and rerun the same command",
+        return files.WriteError(files.failure_line(what, error.path, error.reason, f" at step {step}", kept),
                                 error.path, what)
 
     def initial_state(self):
