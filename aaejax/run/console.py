@@ -116,9 +116,8 @@ def exit_on_signal() -> None:
     and status 128 + signal (130 for Ctrl-C), never a traceback from whatever was importing. The
     training loop puts StopOnSignal in its place while it runs."""
     def handler(signum, frame):
-        sys.stderr.write(f"\ninterrupted by signal {signum}: exiting; nothing is being saved now (a run resumes "
-                         f"from its last checkpoint)\n")
-        sys.stderr.flush()
+        _last_words(None, f"interrupted by signal {signum}: exiting; nothing is being saved now (a run resumes "
+                          f"from its last checkpoint)")
         os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
