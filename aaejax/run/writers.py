@@ -110,19 +110,23 @@ class EventFile:
             view = view[self._file.write(view):]
 
     def scalars(self, step: int, values: dict) -> None:
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        self._summaries(step, [Summary.Value(tag=k, simple_value=v) for k, v in values.items()])
+
+    def image(self, name: str, step: int, png: bytes, height: int, width: int) -> None:
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=png)
+        self._summaries(step, [Summary.Value(tag=name, image=image)])
+
+    def _summaries(self, step: int, values: list) -> None:
+        """One event per value, as tensorboardX's add_scalar writes them."""
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
 
         now = time.time()
-        self._write([Event(wall_time=now, step=step, summary=Summary(value=[Summary.Value(tag=k, simple_value=v)]))
-                     for k, v in values.items()])
-
-    def image(self, name: str, step: int, png: bytes, height: int, width: int) -> None:
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=png)
-        self._write([Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=name, image=image)]))])
+        self._write([Event(wall_time=now, step=step, summary=Summary(value=[v])) for v in values])
 
     def close(self) -> None:
         self._file.close()  # nothing is buffered: closing cannot fail on a full disk
