@@ -53,6 +53,30 @@ def test_a_second_signal_while_a_save_holds_stderr_still_says_its_line():
                                   "last checkpoint"
 
 
+@pytest.mark.parametrize("guard", ["exit_on_signal()", "StopOnSignal().__enter__(); os.kill(os.getpid(), signal.SIGINT)"],
+                         ids=["before_training", "second_signal_in_training"])
+def test_a_signal_that_exits_at_once_mid_write_leaves_no_temporary_file(tmp_path, guard):
+    """os._exit runs no `finally`: the exit removes the temporary file of a whole-file write that
+    the signal cut short (here after the temporary is written, before its rename), and the old
+    file stays as it was."""
+    code = ("import os, signal, pathlib\n"
+            "from aaejax.run import files\n"
+            "from aaejax.run.console import StopOnSignal, exit_on_signal\n"
+            f"{guard}\n"
+            "write = pathlib.Path.write_text\n"
+            "def write_then_signal(self, text):\n"
+            "    write(self, text)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "pathlib.Path.write_text = write_then_signal\n"
+            f"files.write_atomic(pathlib.Path({str(tmp_path / 'eval.json')!r}), 'new')\n"
+            "print('not reached')\n")
+    (tmp_path / "eval.json").write_text("old")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and "not reached" not in proc.stdout, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]
+    assert (tmp_path / "eval.json").read_text() == "old"
+
+
 def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path):
     proc = _start(tmp_path)
     metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from aaejax.run import files
+
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +83,7 @@ class StopOnSignal:
             # committed are whole (a save cut short leaves only orbax's temporary folder).
             _last_words(self._stderr, f"signal {signum} again: exiting now without saving; the same command "
                                       f"resumes from the last checkpoint")
+            files.remove_in_flight()
             os._exit(128 + signum)
         self.signum = signum
         log.warning("signal %d: stopping after the current chunk (again to stop now)", signum)
@@ -118,6 +121,7 @@ def exit_on_signal() -> None:
     def handler(signum, frame):
         _last_words(None, f"interrupted by signal {signum}: exiting; nothing is being saved now (a run resumes "
                           f"from its last checkpoint)")
+        files.remove_in_flight()
         os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():

@@ -9,6 +9,11 @@ import shutil
 from pathlib import Path
 
 
+# The temporary files write_atomic is writing now: a command that ends at once on a signal
+# (os._exit, which runs no `except` or `finally`) removes them first (remove_in_flight).
+_IN_FLIGHT: set[Path] = set()
+
+
 class WriteError(OSError):
     """A run's file could not be written (a full disk, permissions). `what` names it, `path`
     where it went; the trainer turns it into the one line a user sees."""
@@ -40,6 +45,7 @@ def write_atomic(path: Path, data: str | bytes, what: str = "") -> None:
     naming `what` (default: the file's name)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    _IN_FLIGHT.add(tmp)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, bytes):
@@ -52,3 +58,14 @@ def write_atomic(path: Path, data: str | bytes, what: str = "") -> None:
         if isinstance(e, OSError):
             raise WriteError(e.strerror or str(e), path, what or path.name) from e
         raise
+    finally:
+        _IN_FLIGHT.discard(tmp)
+
+
+def remove_in_flight() -> None:
+    """Removes the temporary files of the whole-file writes under way (before an os._exit)."""
+    for tmp in list(_IN_FLIGHT):
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
