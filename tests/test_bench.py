@@ -54,3 +54,16 @@ def test_step_cost_of_the_paper_clustering_step_is_its_matmuls():
     expected = 2 * c.batch_size * _paper_cluster_macs(512, 16, 5) / 1e9
     assert cost["matmul_width"] == 512 and cost["matmul_gflop_per_sec"] > 0
     assert expected <= cost["gflop_per_step"] <= 1.02 * expected, (cost, expected)
+
+
+def test_compile_profile_sums_each_tests_events_over_the_workers_files(tmp_path):
+    from tools import compile_profile
+
+    (tmp_path / "1.json").write_text(json.dumps([["t::a", "trace", 1.0], ["t::a", "compile", 2.0],
+                                                 ["t::a", "programs", 3]]))
+    (tmp_path / "2.json").write_text(json.dumps([["t::b", "lower", 0.5], ["t::a", "compile", 4.0],
+                                                 ["t::a", "programs", 1], ["t::b", "programs", 2]]))
+    assert compile_profile.summary(tmp_path).splitlines() == [
+        "6 programs built; trace 1 s, lower 0 s, compile 6 s",
+        "   7.0 s     4 programs  t::a",
+        "   0.5 s     2 programs  t::b"]
