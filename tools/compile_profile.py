@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from aaejax.run.files import write_atomic
+
 EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
           "/jax/core/compile/backend_compile_duration": "compile"}
@@ -42,10 +44,8 @@ def pytest_runtest_setup(item) -> None:
 
 
 def pytest_sessionfinish(session) -> None:
-    folder = Path(os.environ.get("COMPILE_PROFILE", ".compile_profile"))
-    folder.mkdir(parents=True, exist_ok=True)
     rows = [[test, phase, value] for (test, phase), value in _seconds.items()]
-    (folder / f"{os.getpid()}.json").write_text(json.dumps(rows))
+    write_atomic(Path(os.environ.get("COMPILE_PROFILE", ".compile_profile")) / f"{os.getpid()}.json", json.dumps(rows))
 
 
 def summary(folder: Path, top: int = 25) -> str:
@@ -56,9 +56,9 @@ def summary(folder: Path, top: int = 25) -> str:
     totals = sum(per_test.values(), collections.Counter())
     lines = [f"{int(totals['programs'])} programs built; trace {totals['trace']:.0f} s, lower {totals['lower']:.0f} s, "
              f"compile {totals['compile']:.0f} s"]
-    busiest = sorted(per_test.items(), key=lambda kv: -(kv[1]["trace"] + kv[1]["lower"] + kv[1]["compile"]))
-    for test, c in busiest[:top]:
-        lines.append(f"{c['trace'] + c['lower'] + c['compile']:6.1f} s {int(c['programs']):5d} programs  {test}")
+    built = {test: c["trace"] + c["lower"] + c["compile"] for test, c in per_test.items()}
+    for test in sorted(built, key=built.get, reverse=True)[:top]:
+        lines.append(f"{built[test]:6.1f} s {int(per_test[test]['programs']):5d} programs  {test}")
     return "\n".join(lines)
 
 
