@@ -184,6 +184,57 @@ def test_the_eta_rate_is_wall_clock_from_the_first_fair_chunk_without_first_comp
     assert t.wall_steps == 200 and t.wall_seconds == 0.75 and t.rate == pytest.approx(200 / 0.75)
 
 
+def test_a_program_compiled_once_the_rate_is_timed_stays_out_of_the_rate(monkeypatch):
+    """Once the first fair chunk opened the wall-clock window, a chunk of a new length compiles
+    its program (on a loaded CPU: two 25-step chunks, then 3-step ones); that compile is left
+    out of the rate, as a boundary's is. Seen: a 9-seed run's ETA at 0.1 steps/s, then 0.9."""
+    import itertools
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+
+    class Chunks:  # 10 s to compile a program, 0.1 s a step
+        compiled: set = set()
+
+        def program(self, length):
+            return length
+
+        def order_at(self, state):
+            return 0
+
+        def carried(self, state, order, images, labels, length):
+            if length not in self.compiled:
+                self.compiled.add(length)
+                clock[0] += 10.0
+            return state, None, None, order
+
+    class Run:
+        images = labels = None
+
+        def chunk_fn(self, plan):
+            return Chunks()
+
+        def finish(self, out, start, length):
+            clock[0] += 0.1 * length
+            return {}, None
+
+    class Plan:
+        fixed, log_every, lengths = False, 1000, itertools.chain([25, 25], itertools.repeat(3))
+
+        def length(self, step, step_seconds, previous):
+            return next(self.lengths)
+
+        def ends_segment(self, end):
+            return False
+
+    pipe = trainer.Pipeline(Run(), Plan(), 0)
+    for _ in range(4):
+        pipe.fill(None, 100)
+        pipe.take(100)
+    assert pipe.timer.wall_steps == 6 and pipe.timer.excluded == 10.0
+    assert pipe.timer.rate == pytest.approx(10.0)  # 3 / (10 + 0.3) with the compile in it
+
+
 def test_after_the_first_eta_the_rate_follows_a_change_of_speed():
     t = trainer.StepTimer()
     t.add(100, 1.0, whole_segments=True, first_run=False, now=0.0)  # opens the window
