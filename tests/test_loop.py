@@ -194,7 +194,8 @@ def test_a_program_compiled_once_the_rate_is_timed_stays_out_of_the_rate(monkeyp
     monkeypatch.setattr(trainer, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
 
     class Chunks:  # 10 s to compile a program, 0.1 s a step
-        compiled: set = set()
+        def __init__(self):
+            self.compiled = set()
 
         def program(self, length):
             return length
@@ -219,7 +220,10 @@ def test_a_program_compiled_once_the_rate_is_timed_stays_out_of_the_rate(monkeyp
             return {}, None
 
     class Plan:
-        fixed, log_every, lengths = False, 1000, itertools.chain([25, 25], itertools.repeat(3))
+        fixed, log_every = False, 1000
+
+        def __init__(self):
+            self.lengths = itertools.chain([25, 25], itertools.repeat(3))
 
         def length(self, step, step_seconds, previous):
             return next(self.lengths)
@@ -232,7 +236,9 @@ def test_a_program_compiled_once_the_rate_is_timed_stays_out_of_the_rate(monkeyp
         pipe.fill(None, 100)
         pipe.take(100)
     assert pipe.timer.wall_steps == 6 and pipe.timer.excluded == 10.0
-    assert pipe.timer.rate == pytest.approx(10.0)  # 3 / (10 + 0.3) with the compile in it
+    # the window: from the second 25-step chunk's end to two 3-step chunks later (with the
+    # compile in it: 6 steps / 10.6 s)
+    assert pipe.timer.rate == pytest.approx(10.0)
 
 
 def test_after_the_first_eta_the_rate_follows_a_change_of_speed():

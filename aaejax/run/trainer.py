@@ -719,9 +719,9 @@ class Pipeline:
             # `state` and the order are donated here
             out = self.chunk_fn.carried(state, self.order, self.run.images, self.run.labels, length=length)
             if new_program:  # its compile is not the loop's steady state: out of the rate, as a boundary's
-                compiled = time.perf_counter()
-                timer.exclude(compiled - t0)
-                t0 = compiled
+                t_ready = time.perf_counter()
+                timer.exclude(t_ready - t0)
+                t0 = t_ready
             end = self.dispatched + length
             inflight.append({"start": self.dispatched, "length": length, "out": out, "t0": t0, "new": new_program,
                              "boundary": plan.ends_segment(end) and plan.is_boundary(end, plan.segment_start(end))})
